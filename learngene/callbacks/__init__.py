@@ -1,0 +1,1 @@
+"""Lightning callbacks: the gradient statistics of the criterion."""

@@ -1,0 +1,137 @@
+"""T networks of one architecture trained at once, as one module (batched individual training).
+
+Target tasks are tiny (50 to 100 images), so per-step overhead dominates when they run one after
+another. :class:`StackedConvNet` holds T :class:`~learngene.core.convnet.ConvNet` s of identical shape
+as grouped convolutions (``groups=T``: task t owns channels [t*C, (t+1)*C)), per-channel BatchNorm
+(so each task keeps its own batch statistics) and batched linear layers. Task t's output depends only
+on task t's parameters and inputs, so training T tasks at once is mathematically the same as training
+them one by one; the test suite checks it numerically. Dropout masks come from per-task generators.
+
+Inputs are (B, T, C, H, W), outputs (B, T, classes). ``to_nets`` splits the stack back into plain nets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learngene.core.convnet import ConvNet, ConvNetSpec
+
+
+class StackedBlock(nn.Module):
+    def __init__(self, tasks: int, in_channels: int, out_channels: int, pools: int) -> None:
+        super().__init__()
+        self.tasks, self.pools = tasks, pools
+        self.conv = nn.Conv2d(tasks * in_channels, tasks * out_channels, 3, padding=1, groups=tasks)
+        self.bn = nn.BatchNorm2d(tasks * out_channels)
+        self.frozen = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(x)))
+        for _ in range(self.pools):
+            x = F.max_pool2d(x, 2)
+        return x
+
+
+class StackedLinear(nn.Module):
+    def __init__(self, tasks: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(tasks, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(tasks, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, in) -> (B, T, out)
+        return torch.einsum("bti,toi->bto", x, self.weight) + self.bias
+
+
+class StackedConvNet(nn.Module):
+    def __init__(self, spec: ConvNetSpec, tasks: int) -> None:
+        super().__init__()
+        self.spec, self.tasks = spec, tasks
+        self.blocks = nn.ModuleList(
+            StackedBlock(tasks, b.in_channels, b.out_channels, b.pools) for b in spec.blocks
+        )
+        dims = [spec.feature_dim(), *spec.hidden]
+        self.fcs = nn.ModuleList(StackedLinear(tasks, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.head = StackedLinear(tasks, dims[-1], spec.num_classes)
+        self.generators: list[torch.Generator] | None = None  # per-task dropout streams
+
+    # -- conversion ---------------------------------------------------------------------------------
+    @classmethod
+    @torch.no_grad()
+    def from_nets(cls, nets: Sequence[ConvNet]) -> StackedConvNet:
+        spec = nets[0].spec
+        for n in nets[1:]:
+            if n.spec != spec:
+                raise ValueError("all stacked networks must share one architecture")
+        stacked = cls(spec, len(nets)).to(next(nets[0].parameters()).device)
+        for i, sb in enumerate(stacked.blocks):
+            for attr in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+                mod, name = attr.split(".")
+                target = getattr(getattr(sb, mod), name)
+                target.copy_(torch.cat([getattr(getattr(n.blocks[i], mod), name) for n in nets]))
+            sb.bn.num_batches_tracked.copy_(nets[0].blocks[i].bn.num_batches_tracked)
+        for j, sl in enumerate([*stacked.fcs, stacked.head]):
+            layers = [n.fcs[j] if j < len(n.fcs) else n.head for n in nets]
+            sl.weight.copy_(torch.stack([layer.weight for layer in layers]))
+            sl.bias.copy_(torch.stack([layer.bias for layer in layers]))
+        return stacked
+
+    @torch.no_grad()
+    def to_nets(self) -> list[ConvNet]:
+        nets = [ConvNet(self.spec).to(self.head.weight.device) for _ in range(self.tasks)]
+        for i, sb in enumerate(self.blocks):
+            for attr in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+                mod, name = attr.split(".")
+                for t, part in enumerate(getattr(getattr(sb, mod), name).chunk(self.tasks)):
+                    getattr(getattr(nets[t].blocks[i], mod), name).copy_(part)
+            for n in nets:
+                n.blocks[i].bn.num_batches_tracked.copy_(sb.bn.num_batches_tracked)
+        for j, sl in enumerate([*self.fcs, self.head]):
+            for t, n in enumerate(nets):
+                layer = n.fcs[j] if j < len(n.fcs) else n.head
+                layer.weight.copy_(sl.weight[t])
+                layer.bias.copy_(sl.bias[t])
+        return nets
+
+    # -- options ------------------------------------------------------------------------------------
+    def freeze_blocks(self, indices: Sequence[int]) -> None:
+        """Freeze blocks: parameters get no gradient and their BatchNorm keeps its running statistics."""
+        for i in indices:
+            blk = self.blocks[i]
+            blk.frozen = True
+            for p in blk.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> StackedConvNet:
+        super().train(mode)
+        for blk in self.blocks:
+            if blk.frozen:
+                blk.bn.eval()
+        return self
+
+    # -- forward ------------------------------------------------------------------------------------
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.spec.dropout
+        if not p or not self.training:
+            return x
+        b, t, f = x.shape
+        if self.generators is None:
+            mask = torch.rand(b, t, f, device=x.device) >= p
+        else:
+            mask = torch.stack([torch.rand(b, f, device=x.device, generator=g) >= p for g in self.generators], 1)
+        return x * mask / (1.0 - p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        x = x.reshape(b, t * x.shape[2], *x.shape[3:])
+        for blk in self.blocks:
+            x = blk(x)
+        if self.spec.pool_to:
+            x = F.adaptive_max_pool2d(x, self.spec.pool_to)
+        x = x.reshape(b, t, -1)
+        for fc in self.fcs:
+            x = self._dropout(F.relu(fc(x)))
+        return self.head(x)

@@ -1,0 +1,1 @@
+"""LightningModules: thin wrappers that train the plain-torch networks of learngene.core."""

@@ -1,0 +1,61 @@
+"""CollectiveModule: trains the growing collective network on one task of the stream.
+
+Cross-entropy on logits (the original put a Softmax before CrossEntropyLoss, a double softmax that
+also shrank the gradients the criterion measures), SGD with a fresh optimizer per task (one Trainer
+per task), an optional EWC penalty. With task-relative labels only the first C head outputs are used
+(the original fed labels 0..4 into a shared head).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from learngene.core.convnet import ConvNet
+from learngene.core.ewc import EWC
+from learngene.lightning_modules.finite import FiniteLossGuard
+
+
+class CollectiveModule(L.LightningModule):
+    def __init__(
+        self,
+        net: ConvNet,
+        task: int = 0,
+        lr: float = 0.001,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        ewc: EWC | None = None,
+        relative_classes: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.task = task
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.ewc = ewc
+        self.relative_classes = relative_classes
+        self.guard = FiniteLossGuard(f"collective task {task}")
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        return logits[:, : self.relative_classes] if self.relative_classes else logits
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        ce = F.cross_entropy(logits.float(), y)
+        loss = ce + self.ewc.penalty(self.net) if (self.ewc and self.ewc.active) else ce
+        self.guard.check(loss, self.current_epoch, self.global_step)
+        self.log("collective/train/loss", ce, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        if self.ewc and self.ewc.active:
+            self.log("collective/train/ewc", loss - ce, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.guard.flush()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)

@@ -1,0 +1,3 @@
+"""The stage pipeline: collective -> learngene -> individual -> report (composed by experiments/run.py)."""
+
+STAGES = ("collective", "learngene", "individual", "report")
