@@ -30,7 +30,13 @@ class StackedBlock(nn.Module):
         self.frozen = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv(x)))
+        x = self.conv(x)
+        if self.frozen:  # a frozen block keeps its BatchNorm statistics, whatever mode the module is in
+            bn = self.bn
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            x = self.bn(x)
+        x = F.relu(x)
         for _ in range(self.pools):
             x = F.max_pool2d(x, 2)
         return x
@@ -104,13 +110,6 @@ class StackedConvNet(nn.Module):
             blk.frozen = True
             for p in blk.parameters():
                 p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> StackedConvNet:
-        super().train(mode)
-        for blk in self.blocks:
-            if blk.frozen:
-                blk.bn.eval()
-        return self
 
     # -- forward ------------------------------------------------------------------------------------
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ class FiniteLossGuard:
     def check(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         if loss.device.type == "cpu":
             if not torch.isfinite(loss):
-                self._raise(float(loss), epoch, step)
+                self._raise(float(loss.detach()), epoch, step)
             return
         if self._first_bad is None:
             self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)

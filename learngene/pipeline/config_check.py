@@ -30,7 +30,7 @@ def _get(cfg: DictConfig, key: str) -> Any:
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True)
     except MissingMandatoryValue:
-        raise ConfigError(f"{key} is required but not set (???); pass {key}=VALUE on the command line") from None
+        raise ConfigError(f"{key} is required but not set; pass {key}=VALUE on the command line") from None
     except Exception as err:  # interpolation errors
         raise ConfigError(f"{key} cannot be resolved: {err}") from None
 
@@ -189,6 +189,11 @@ def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first invalid value (config-only checks; data checks come later)."""
     for key, rule in RULES.items():
         rule(key, _get(cfg, key))
+    source = _get(cfg, "data.source")
+    if source in ("npz", "imagefolder"):
+        _get(cfg, "data.path")
+    elif source == "cifar100":
+        _get(cfg, "data.root")
     stages = list(_get(cfg, "stage") or [])
     if not stages:
         _fail("stage", stages, f"must list at least one of {list(STAGES)}")

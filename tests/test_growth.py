@@ -1,0 +1,133 @@
+"""The growing network: parameter counts, function-preserving widening and deepening, head growth."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from learngene.core.convnet import ConvNet, load_state_checked, vgg_spec
+from learngene.core.widening import PAPER_SCHEDULE, PAPER_WIDTHS, deepen, grow_head, parse_schedule, widen
+from learngene.errors import CheckpointError
+
+
+def randomise_bn(net: ConvNet, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for b in net.blocks:
+            n = b.bn.num_features
+            b.bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            b.bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            b.bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
+            b.bn.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b).abs().max() / b.abs().max()).detach())
+
+
+def grow_all(net: ConvNet, noise: float = 0.0, seed: int = 1) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [widen(net, e["block"], e["units"], g, noise) for e in parse_schedule(PAPER_SCHEDULE)]
+
+
+@pytest.mark.parametrize(
+    ("size", "classes", "before", "after"),
+    [(32, 64, 5_109_888, 16_363_648), (84, 100, 5_933_220, 17_973_412)],
+)
+def test_parameter_counts_match_the_paper(size, classes, before, after):
+    net = ConvNet(vgg_spec(PAPER_WIDTHS, input_size=size, num_classes=classes))
+    assert net.num_parameters() == before
+    grow_all(net)
+    assert net.widths == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    assert net.num_parameters() == after
+
+
+@pytest.fixture(scope="module")
+def paper_net_and_input():
+    torch.manual_seed(0)
+    net = ConvNet(vgg_spec(PAPER_WIDTHS, num_classes=64, dropout=0.0))
+    randomise_bn(net)
+    return net, torch.randn(8, 3, 32, 32)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_full_schedule_preserves_eval_and_train_outputs(paper_net_and_input, noise):
+    base, x = paper_net_and_input
+    base.eval()
+    y_eval = base(x)
+    train_ref = copy.deepcopy(base).train()
+    y_train = train_ref(x)
+    net = copy.deepcopy(base)
+    maps = grow_all(net, noise)
+    net.eval()
+    assert rel_err(net(x), y_eval) < 1e-4
+    grown_train = copy.deepcopy(net).train()
+    assert rel_err(grown_train(x), y_train) < 1e-4
+    if noise:  # noise really changed the incoming weights, yet the function is the same
+        assert any(m.noise is not None and m.noise.abs().max() > 0 for m in maps)
+
+
+def test_widening_copies_unit_tensors_and_divides_next_layer():
+    torch.manual_seed(0)
+    net = ConvNet(vgg_spec([8, 8, 8], pool_after=[1, 2, 3], input_size=8, hidden=[16], num_classes=3, dropout=0))
+    randomise_bn(net)
+    old = copy.deepcopy(net)
+    wmap = widen(net, 1, 5, torch.Generator().manual_seed(3))
+    b_old, b_new = old.blocks[1], net.blocks[1]
+    for j, src in enumerate(wmap.src.tolist()):
+        for name in ("running_mean", "running_var", "weight", "bias"):
+            assert getattr(b_new.bn, name)[j] == getattr(b_old.bn, name)[src]
+        assert torch.equal(b_new.conv.weight[j], b_old.conv.weight[src])
+        assert b_new.conv.bias[j] == b_old.conv.bias[src]
+        k = int(wmap.counts[src])
+        torch.testing.assert_close(net.blocks[2].conv.weight[:, j], old.blocks[2].conv.weight[:, src] / k)
+    assert int(wmap.counts.sum()) == 13
+
+
+def test_widening_the_last_conv_widens_linear_column_groups():
+    torch.manual_seed(0)
+    net = ConvNet(vgg_spec([4, 6], pool_after=[1], input_size=8, hidden=[10], num_classes=3, dropout=0))
+    randomise_bn(net)
+    x = torch.randn(5, 3, 8, 8)
+    net.eval()
+    y = net(x)
+    wmap = widen(net, 1, 3, torch.Generator().manual_seed(0))
+    assert wmap.next_name == "fcs.0" and wmap.next_group == 16  # 4x4 spatial positions per channel
+    assert net.fcs[0].in_features == 9 * 16
+    assert rel_err(net(x), y) < 1e-5
+
+
+def test_head_growth_keeps_old_logits(paper_net_and_input):
+    base, x = paper_net_and_input
+    net = copy.deepcopy(base).eval()
+    y = net(x)
+    grow_head(net, 7, torch.Generator().manual_seed(0))
+    out = net(x)
+    assert out.shape == (8, 71)
+    torch.testing.assert_close(out[:, :64], y)
+
+
+def test_deepening_is_identity_in_eval_mode_and_calibrated_train_mode(paper_net_and_input):
+    base, x = paper_net_and_input
+    ref = copy.deepcopy(base).eval()
+    y_eval = ref(x)
+    y_train = copy.deepcopy(base).train()(x)
+    net = copy.deepcopy(base)
+    name = deepen(net, 6)
+    assert name == "conv7+1" and net.block_names[7] == "conv7+1" and len(net.blocks) == 14
+    assert rel_err(net.eval()(x), y_eval) < 1e-5
+    cal = copy.deepcopy(base)
+    deepen(cal, 6, calibration=x)
+    assert rel_err(copy.deepcopy(cal).eval()(x), y_eval) < 1e-4
+    assert rel_err(copy.deepcopy(cal).train()(x), y_train) < 1e-4
+
+
+def test_loading_a_checkpoint_into_other_shapes_names_the_tensor():
+    small = ConvNet(vgg_spec([8, 8], pool_after=[1, 2], input_size=8, hidden=[16], num_classes=3))
+    big = copy.deepcopy(small)
+    widen(big, 0, 4)
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.conv\.weight.*\(12, 3, 3, 3\).*\(8, 3, 3, 3\)"):
+        load_state_checked(small, big.state_dict(), "task_03.pt")
+    load_state_checked(big, copy.deepcopy(big).state_dict(), "ok")  # same shapes load

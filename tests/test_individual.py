@@ -1,0 +1,164 @@
+"""The individual network, the learngene artifact and batched (stacked) training."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+
+from learngene.core.artifact import extract_learngene, load_learngene, save_learngene
+from learngene.core.convnet import ConvNet, vgg_spec
+from learngene.core.individual import build_individual, individual_spec, inherited_parameters
+from learngene.core.stacked import StackedConvNet
+from learngene.core.widening import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen
+from learngene.datamodules.augmentation import BatchAugment
+from learngene.datamodules.loaders import TaskBatchLoader
+from learngene.errors import CheckpointError
+from learngene.lightning_modules.individual_module import IndividualModule
+
+
+def paper_collective() -> ConvNet:
+    torch.manual_seed(0)
+    net = ConvNet(vgg_spec(PAPER_WIDTHS))
+    for e in parse_schedule(PAPER_SCHEDULE):
+        widen(net, e["block"], e["units"])
+    return net
+
+
+def small_collective(seed: int = 0) -> ConvNet:
+    torch.manual_seed(seed)
+    return ConvNet(vgg_spec([8, 8, 12, 12, 16, 16], pool_after=[2, 4, 6], input_size=16, hidden=[32, 32], num_classes=5))
+
+
+def test_paper_individual_network_shape_and_parameter_counts():
+    lg = extract_learngene(paper_collective(), 10, 3)
+    spec, n_lower = individual_spec(lg, ways=5)
+    net = build_individual(lg, spec, n_lower, seed=0)
+    assert [(b.conv.in_channels, b.conv.out_channels, b.pools) for b in net.blocks] == [
+        (3, 64, 1), (64, 128, 1), (128, 256, 1), (256, 512, 0), (512, 512, 0), (512, 512, 0), (512, 512, 0)
+    ]  # fmt: skip
+    assert net.num_parameters() == 11_788_293
+    assert inherited_parameters(net, n_lower) == 7_082_496 == lg.num_parameters()
+    assert net.fcs[0].in_features == 512 * 2 * 2
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_inherited_tensors_equal_the_artifact_and_every_task_starts_fresh(tmp_path):
+    collective = small_collective()
+    lg = extract_learngene(collective, 3, 3)
+    save_learngene(lg, tmp_path / "learngene.pt")
+    lg = load_learngene(tmp_path / "learngene.pt", input_size=16, image_channels=3)
+    spec, n_lower = individual_spec(lg, ways=3, hidden=[16, 16], base_width=8)
+    first = build_individual(lg, spec, n_lower, seed=1)
+    for j, st in enumerate(lg.state):
+        for key, value in first.blocks[n_lower + j].state_dict().items():
+            assert torch.equal(value, st[key]), key
+    with torch.no_grad():  # "train" the first task's network
+        for p in first.parameters():
+            p.add_(1.0)
+    second = build_individual(lg, spec, n_lower, seed=2)
+    for j, st in enumerate(lg.state):
+        assert torch.equal(second.blocks[n_lower + j].conv.weight, st["conv.weight"])
+    # same seed -> same random layers; scratch has the same architecture but random inherited blocks
+    again = build_individual(lg, spec, n_lower, seed=2)
+    assert torch.equal(again.blocks[0].conv.weight, second.blocks[0].conv.weight)
+    scratch = build_individual(lg, spec, n_lower, seed=2, inherit=False)
+    assert not torch.equal(scratch.blocks[n_lower].conv.weight, lg.state[0]["conv.weight"])
+    assert scratch.num_parameters() == second.num_parameters()
+
+
+def test_lower_stack_pools_match_mode_uses_the_collective_resolution():
+    lg = extract_learngene(small_collective(), 4, 2)  # blocks 5-6: the collective pooled twice before them
+    spec, n_lower = individual_spec(lg, ways=3, base_width=8, lower_pools="match")
+    assert sum(b.pools for b in spec.blocks[:n_lower]) == lg.pools_before == 2
+    spec_p, _ = individual_spec(lg, ways=3, base_width=8, lower_pools="paper")
+    assert [b.out_channels for b in spec_p.blocks[:n_lower]] == [8, 12]
+
+
+def test_artifact_errors_are_clear(tmp_path):
+    lg = extract_learngene(small_collective(), 1, 3)
+    path = save_learngene(lg, tmp_path / "lg.pt")
+    with pytest.raises(CheckpointError, match="16 px.*data.image_size=32"):
+        load_learngene(path, input_size=32)
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a learngene of this suite"):
+        load_learngene(tmp_path / "other.pt")
+    bad = lg.to_dict()
+    bad["state"][1]["conv.weight"] = torch.zeros(5, 8, 3, 3)
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="conv.weight has shape"):
+        load_learngene(tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_learngene(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_text("not a torch file")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_learngene(tmp_path / "junk.pt")
+
+
+def test_stacked_forward_equals_each_network():
+    lg = extract_learngene(small_collective(), 2, 3)
+    spec, n_lower = individual_spec(lg, ways=4, hidden=[16, 16], base_width=8)
+    nets = [build_individual(lg, spec, n_lower, seed=s) for s in range(3)]
+    stacked = StackedConvNet.from_nets(nets).eval()
+    x = torch.randn(5, 3, 3, 16, 16)
+    out = stacked(x)
+    for t, n in enumerate(nets):
+        torch.testing.assert_close(out[:, t], n.eval()(x[:, t]), rtol=1e-5, atol=1e-6)
+    for a, b in zip(nets, stacked.to_nets()):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert ka == kb and torch.equal(va, vb)
+
+
+def _train(nets, idx, y, seeds, x, epochs=3, dropout_seeds=None, freeze=()):
+    stacked = StackedConvNet.from_nets(nets)
+    if dropout_seeds:
+        stacked.generators = [torch.Generator().manual_seed(s) for s in dropout_seeds]
+    module = IndividualModule(stacked, lr=0.05, inherited_blocks=list(freeze), freeze_inherited=bool(freeze))
+    module.log = lambda *a, **k: None
+    loader = TaskBatchLoader(x, idx, y, batch_size=4, augment=BatchAugment(), seeds=seeds)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, train_dataloaders=loader)
+    return stacked.to_nets()
+
+
+@pytest.mark.parametrize("which", ["individual", "finetune"])
+def test_batched_training_matches_one_by_one(which):
+    """Training T tasks as one stacked model gives the results of training each alone (same seeds)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=g)
+    idx = torch.stack([torch.randperm(40, generator=g)[:10] for _ in range(3)])
+    y = torch.randint(0, 3, (3, 10), generator=g)
+    seeds = [11, 22, 33]
+    if which == "individual":
+        lg = extract_learngene(small_collective(), 2, 3)
+        spec, n_lower = individual_spec(lg, ways=3, hidden=[16, 16], base_width=8)
+        make = [lambda s=s: build_individual(lg, spec, n_lower, seed=s) for s in range(3)]
+        drop = None
+    else:  # the collective network with dropout and a new head: dropout masks come from per-task generators
+        base = small_collective()
+        base.head = torch.nn.Linear(32, 3)
+        make = [lambda: copy.deepcopy(base) for _ in range(3)]
+        drop = [5, 6, 7]
+    batched = _train([m() for m in make], idx, y, seeds, x, dropout_seeds=drop)
+    for t in range(3):
+        alone = _train([make[t]()], idx[t : t + 1], y[t : t + 1], [seeds[t]], x, dropout_seeds=drop and [drop[t]])[0]
+        for (k, a), b in zip(batched[t].state_dict().items(), alone.state_dict().values()):
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5, msg=f"task {t} {k}")
+        xt = BatchAugment().eval(x[:8])
+        assert torch.equal(batched[t].eval()(xt).argmax(1), alone.eval()(xt).argmax(1))
+
+
+def test_frozen_inherited_blocks_do_not_change():
+    lg = extract_learngene(small_collective(), 2, 3)
+    spec, n_lower = individual_spec(lg, ways=3, hidden=[16, 16], base_width=8)
+    net = build_individual(lg, spec, n_lower, seed=0)
+    x = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)
+    idx, y = torch.arange(12)[None], torch.randint(0, 3, (1, 12))
+    trained = _train([net], idx, y, [1], x, epochs=2, freeze=range(n_lower, len(spec.blocks)))[0]
+    for j in range(n_lower, len(spec.blocks)):
+        assert torch.equal(trained.blocks[j].conv.weight, net.blocks[j].conv.weight)
+        assert torch.equal(trained.blocks[j].bn.running_mean, net.blocks[j].bn.running_mean)
+    assert not torch.equal(trained.blocks[0].conv.weight, net.blocks[0].conv.weight)
