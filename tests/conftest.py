@@ -38,8 +38,9 @@ def make_image_set(num_classes: int = 12, per_class_train: int = 24, per_class_t
         for c in range(num_classes):
             base = torch.rand(3, 1, 1, generator=g) * 200
             x = base + torch.randn(n_per, 3, size, size, generator=g) * 25
-            r = (c * 5) % (size - 8)
-            x[:, :, r : r + 8, r : r + 8] += 60
+            patch = max(1, size // 4)
+            r = (c * 5) % max(1, size - patch)
+            x[:, :, r : r + patch, r : r + patch] += 60
             xs.append(x.clamp(0, 255).to(torch.uint8))
             ys.append(torch.full((n_per,), c))
         return torch.cat(xs), torch.cat(ys)
@@ -52,7 +53,9 @@ def make_image_set(num_classes: int = 12, per_class_train: int = 24, per_class_t
         base = num_classes - n_ow - n_novel
         groups = {"base": list(range(base)), "open_world": list(range(base, base + n_ow)),
                   "novel": list(range(base + n_ow, num_classes))}  # fmt: skip
-    return ImageSet("synthetic", x_train, y_train, x_test, y_test, [f"c{i}" for i in range(num_classes)], groups)
+    return ImageSet(
+        "synthetic", x_train, y_train, x_test, y_test, [f"c{i}" for i in range(num_classes)], groups
+    )
 
 
 @pytest.fixture
@@ -95,3 +98,13 @@ TINY = [
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished tiny collective + learngene run directory, for tests that reuse stage 1 (from_run)."""
+    from learngene.pipeline.runner import run_pipeline
+
+    out = tmp_path_factory.mktemp("finished_run")
+    run_pipeline(compose([*TINY, "stage=[collective,learngene]"], out), out)
+    return out

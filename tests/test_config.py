@@ -34,7 +34,12 @@ def test_paper_budget_values_of_the_cifar_experiment(tmp_path):
     assert (cfg.collective.n_tasks, cfg.collective.epochs, cfg.collective.batch_size) == (21, 100, 64)
     assert cfg.collective.lr == 0.001 and cfg.collective.classes_per_task == 5
     assert cfg.model.width_mult == 1.0 and len(cfg.model.growth.schedule) == 20
-    assert (cfg.individual.n_tasks, cfg.individual.epochs, cfg.individual.lr, cfg.individual.batch_size) == (5, 30, 0.005, 32)
+    assert (cfg.individual.n_tasks, cfg.individual.epochs, cfg.individual.lr, cfg.individual.batch_size) == (
+        5,
+        30,
+        0.005,
+        32,
+    )
     assert list(cfg.individual.shots) == [10, 20] and cfg.individual.ways == 5
     assert cfg.criterion.tau == 5e-10
 

@@ -47,7 +47,11 @@ def test_selection_prefers_stable_over_merely_low_on_average():
 def test_zero_gradient_layers_are_selected():
     stats = np.full((5, 13), 0.45)
     stats[:, 10:] = 0.0  # the paper's finding: deep layers' statistic settles at zero
-    assert select_window(stats, [f"conv{i}" for i in range(1, 14)], k=3).names == ["conv11", "conv12", "conv13"]
+    assert select_window(stats, [f"conv{i}" for i in range(1, 14)], k=3).names == [
+        "conv11",
+        "conv12",
+        "conv13",
+    ]
 
 
 def test_uniform_statistics_tie_break_to_the_deepest_window():
@@ -83,7 +87,9 @@ def _tiny_net():
     from learngene.core.convnet import ConvNet, vgg_spec
 
     torch.manual_seed(0)
-    return ConvNet(vgg_spec([4, 6, 6], pool_after=[1, 2, 3], input_size=8, hidden=[8], num_classes=3, dropout=0))
+    return ConvNet(
+        vgg_spec([4, 6, 6], pool_after=[1, 2, 3], input_size=8, hidden=[8], num_classes=3, dropout=0)
+    )
 
 
 def _run_epoch(cb, net, trainer, steps=2):

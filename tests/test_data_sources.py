@@ -90,14 +90,16 @@ def write_fake_cifar100(root: Path, n_train: int = 200, n_test: int = 100) -> Pa
         with open(folder / split, "wb") as f:
             pickle.dump(entry, f)
     with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": CIFAR100_FINE_NAMES, "coarse_label_names": [f"s{i}" for i in range(20)]}, f)
+        pickle.dump(
+            {"fine_label_names": CIFAR100_FINE_NAMES, "coarse_label_names": [f"s{i}" for i in range(20)]}, f
+        )
     return folder
 
 
 def test_cifar100_names_list_is_the_real_one():
     assert len(CIFAR100_FINE_NAMES) == 100 == len(set(CIFAR100_FINE_NAMES))
-    assert CIFAR100_FINE_NAMES == sorted(CIFAR100_FINE_NAMES)  # the real meta file is alphabetical
-    assert SPEC_NOVEL | SPEC_OPEN_WORLD <= set(CIFAR100_FINE_NAMES)
+    assert sorted(CIFAR100_FINE_NAMES) == CIFAR100_FINE_NAMES  # the real meta file is alphabetical
+    assert set(CIFAR100_FINE_NAMES) >= SPEC_NOVEL | SPEC_OPEN_WORLD
 
 
 def test_cifar100_loads_pickle_layout(tmp_path):
@@ -277,16 +279,7 @@ def test_imagefolder_second_load_reads_cache(tmp_path, monkeypatch):
     assert second.class_names == first.class_names
 
 
-def test_imagefolder_changed_file_invalidates_cache(tmp_path, monkeypatch):
-    root = write_image_folder(tmp_path / "tree")
-    cache_dir = tmp_path / "cache"
-    first = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
-
-    target = root / "train" / "bee" / "000.png"
-    Image.new("RGB", (40, 30), (255, 0, 255)).save(target)
-    st = target.stat()
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-
+def _counting_decode(monkeypatch) -> list:
     real_decode = folder_mod._decode
     decoded = []
 
@@ -295,15 +288,45 @@ def test_imagefolder_changed_file_invalidates_cache(tmp_path, monkeypatch):
         return real_decode(path, size)
 
     monkeypatch.setattr(folder_mod, "_decode", counting)
+    return decoded
+
+
+def test_imagefolder_changed_file_invalidates_cache(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "tree")
+    cache_dir = tmp_path / "cache"
+    target = root / "train" / "bee" / "000.png"
+    # uncompressed PNGs of equal size: the file length stays the same, only content and mtime change
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(target, compress_level=0)
+    st = target.stat()
+    decoded = _counting_decode(monkeypatch)
+    first = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
+    assert len(decoded) == 25
+
+    decoded.clear()
+    Image.new("RGB", (40, 30), (255, 0, 255)).save(target, compress_level=0)
+    assert target.stat().st_size == st.st_size
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     second = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
     assert len(decoded) == 25  # the stale cache was not used
     assert second.info["cache"] != first.info["cache"]
     assert _mean_colour(second.x_train[3]).round().tolist() == [255.0, 0.0, 255.0]
     assert torch.equal(second.x_train[:3], first.x_train[:3])
 
+    decoded.clear()  # a changed length with the mtime put back is also noticed
+    Image.new("RGB", (40, 31), (0, 255, 0)).save(target, compress_level=0)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    third = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
+    assert len(decoded) == 25
+    assert _mean_colour(third.x_train[3]).round().tolist() == [0.0, 255.0, 0.0]
+
     decoded.clear()  # another image size is another cache entry
-    third = load_imagefolder(root, image_size=8, cache_dir=cache_dir, split_groups=_split)
-    assert len(decoded) == 25 and third.x_train.shape == (15, 3, 8, 8)
+    fourth = load_imagefolder(root, image_size=8, cache_dir=cache_dir, split_groups=_split)
+    assert len(decoded) == 25 and fourth.x_train.shape == (15, 3, 8, 8)
+
+    decoded.clear()  # an added file is noticed too
+    Image.new("RGB", (20, 20), _colour(0)).save(root / "test" / "ant" / "100.png")
+    fifth = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
+    assert len(decoded) == 26 and fifth.x_test.shape == (11, 3, 16, 16)
 
 
 def test_imagefolder_corrupt_cache_is_rebuilt(tmp_path):
@@ -431,7 +454,13 @@ def test_npz_resize_and_registry_split_override(tmp_path):
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"open_world": ["n00000000"], "novel": ["n00000004", "n00000005"]}))
     s2 = load_image_set(
-        {"source": "npz", "path": str(path), "image_size": 8, "split": "from_file", "split_file": str(split_file)}
+        {
+            "source": "npz",
+            "path": str(path),
+            "image_size": 8,
+            "split": "from_file",
+            "split_file": str(split_file),
+        }
     )
     assert s2.groups == {"base": [1, 2, 3], "open_world": [0], "novel": [4, 5]}
 
@@ -592,6 +621,8 @@ def test_registry_unknown_split_and_bad_split_file(tmp_path):
 def test_registry_digits_with_split_file(tmp_path):
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"open_world": ["0"], "novel": ["7", "8", "9"]}))
-    s = load_image_set({"source": "digits", "image_size": 16, "split": "from_file", "split_file": str(split_file)})
+    s = load_image_set(
+        {"source": "digits", "image_size": 16, "split": "from_file", "split_file": str(split_file)}
+    )
     assert s.groups == {"base": [1, 2, 3, 4, 5, 6], "open_world": [0], "novel": [7, 8, 9]}
     assert s.x_train.shape[1:] == (3, 16, 16)

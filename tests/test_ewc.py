@@ -13,7 +13,9 @@ from learngene.core.widening import grow_head, widen
 
 def small_net(seed: int = 0) -> ConvNet:
     torch.manual_seed(seed)
-    return ConvNet(vgg_spec([6, 8, 8], pool_after=[1, 2, 3], input_size=8, hidden=[12], num_classes=4, dropout=0.0))
+    return ConvNet(
+        vgg_spec([6, 8, 8], pool_after=[1, 2, 3], input_size=8, hidden=[12], num_classes=4, dropout=0.0)
+    )
 
 
 def batches(n: int = 24, seed: int = 0):

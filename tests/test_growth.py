@@ -71,7 +71,9 @@ def test_full_schedule_preserves_eval_and_train_outputs(paper_net_and_input, noi
 
 def test_widening_copies_unit_tensors_and_divides_next_layer():
     torch.manual_seed(0)
-    net = ConvNet(vgg_spec([8, 8, 8], pool_after=[1, 2, 3], input_size=8, hidden=[16], num_classes=3, dropout=0))
+    net = ConvNet(
+        vgg_spec([8, 8, 8], pool_after=[1, 2, 3], input_size=8, hidden=[16], num_classes=3, dropout=0)
+    )
     randomise_bn(net)
     old = copy.deepcopy(net)
     wmap = widen(net, 1, 5, torch.Generator().manual_seed(3))

@@ -29,7 +29,9 @@ def paper_collective() -> ConvNet:
 
 def small_collective(seed: int = 0) -> ConvNet:
     torch.manual_seed(seed)
-    return ConvNet(vgg_spec([8, 8, 12, 12, 16, 16], pool_after=[2, 4, 6], input_size=16, hidden=[32, 32], num_classes=5))
+    return ConvNet(
+        vgg_spec([8, 8, 12, 12, 16, 16], pool_after=[2, 4, 6], input_size=16, hidden=[32, 32], num_classes=5)
+    )
 
 
 def test_paper_individual_network_shape_and_parameter_counts():
@@ -144,7 +146,9 @@ def test_batched_training_matches_one_by_one(which):
         drop = [5, 6, 7]
     batched = _train([m() for m in make], idx, y, seeds, x, dropout_seeds=drop)
     for t in range(3):
-        alone = _train([make[t]()], idx[t : t + 1], y[t : t + 1], [seeds[t]], x, dropout_seeds=drop and [drop[t]])[0]
+        alone = _train(
+            [make[t]()], idx[t : t + 1], y[t : t + 1], [seeds[t]], x, dropout_seeds=drop and [drop[t]]
+        )[0]
         for (k, a), b in zip(batched[t].state_dict().items(), alone.state_dict().values()):
             torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5, msg=f"task {t} {k}")
         xt = BatchAugment().eval(x[:8])

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from learngene.core.continual_metrics import average_accuracy, backward_transfer, continual_summary, forgetting
+from learngene.core.continual_metrics import (
+    average_accuracy,
+    backward_transfer,
+    continual_summary,
+    forgetting,
+)
 from learngene.core.open_world import fpr_at_tpr, open_world_metrics
 from learngene.core.stats import mean_ci95, spearman
 

@@ -62,7 +62,10 @@ def test_every_method_saw_the_same_tasks(full_run):
 
 def test_reusing_an_earlier_run_skips_stage_one(full_run, tmp_path):
     src, first = full_run
-    cfg = compose([*TINY, "stage=[individual,report]", f"from_run={src}", "baselines.methods=[learngene,scratch]"], tmp_path)
+    cfg = compose(
+        [*TINY, "stage=[individual,report]", f"from_run={src}", "baselines.methods=[learngene,scratch]"],
+        tmp_path,
+    )
     result = run_pipeline(cfg, tmp_path)
     assert not (tmp_path / "collective").exists()
     assert {r["method"] for r in result["tables"]["5"]} == {"learngene", "scratch"}
@@ -135,7 +138,9 @@ def test_killed_run_resumes_with_the_same_weights_and_metrics(tmp_path, monkeypa
 def test_resume_with_another_config_is_refused(tmp_path):
     run_pipeline(compose([*COLLECTIVE_ONLY, "budget.collective_tasks=1"], tmp_path), tmp_path)
     with pytest.raises(CheckpointError, match="another configuration"):
-        run_pipeline(compose([*COLLECTIVE_ONLY, "budget.collective_tasks=1", "collective.lr=0.5"], tmp_path), tmp_path)
+        run_pipeline(
+            compose([*COLLECTIVE_ONLY, "budget.collective_tasks=1", "collective.lr=0.5"], tmp_path), tmp_path
+        )
 
 
 def test_missing_collective_checkpoint_is_an_error_not_a_random_learngene(tmp_path):

@@ -24,7 +24,11 @@ OPEN_WORLD = list(range(40, 48))
 
 def test_groups_from_names_and_codes():
     names = ["a", "b", "c", "d", "e"]
-    assert groups_from_names(names, ["d"], ["b", "e"], "t") == {"base": [0, 2], "open_world": [3], "novel": [1, 4]}
+    assert groups_from_names(names, ["d"], ["b", "e"], "t") == {
+        "base": [0, 2],
+        "open_world": [3],
+        "novel": [1, 4],
+    }
     with pytest.raises(DataError, match="'zz'"):
         groups_from_names(names, [], ["zz"], "t")
     assert groups_from_codes([2, 0, 1, 0]) == {"base": [1, 3], "open_world": [2], "novel": [0]}
@@ -231,7 +235,9 @@ MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 
 
 def _batch(n: int = 64, size: int = 16, seed: int = 0) -> torch.Tensor:
-    return torch.randint(1, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return torch.randint(
+        1, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
 
 
 def _to_uint8(aug: BatchAugment, out: torch.Tensor) -> torch.Tensor:
@@ -320,7 +326,9 @@ def test_tensor_loader_covers_every_sample_once(train):
     if train:
         assert seen.tolist() != list(range(203))  # shuffled
         second = torch.cat([b[1] for b in loader])
-        assert sorted(second.tolist()) == list(range(203)) and not torch.equal(seen, second)  # new epoch order
+        assert sorted(second.tolist()) == list(range(203)) and not torch.equal(
+            seen, second
+        )  # new epoch order
     else:
         assert seen.tolist() == list(range(203))  # storage order
     for xb, yb in batches:  # images and labels stay paired
@@ -387,3 +395,21 @@ def test_task_batch_loader_one_task_equals_first_of_three():
         assert torch.equal(x1[:, 0], xa) and torch.equal(y1[:, 0], ya)
     with pytest.raises(ValueError, match=r"\(T, N\)"):
         TaskBatchLoader(x, idx, y[:, :30], batch_size=16, augment=aug, seeds=seeds)
+
+
+def test_random_crop_equals_per_image_slicing_of_the_padded_image():
+    """The batched gather crop is exactly torchvision-style RandomCrop(padding) done image by image."""
+    import torch.nn.functional as F
+
+    from learngene.datamodules.augmentation import BatchAugment
+
+    aug = BatchAugment(crop_padding=3, flip=False)
+    x = torch.randint(0, 256, (6, 3, 10, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = aug.random_crop(x, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    dy = torch.randint(0, 7, (6,), generator=g)
+    dx = torch.randint(0, 7, (6,), generator=g)
+    padded = F.pad(x, (3, 3, 3, 3))
+    for i in range(6):
+        ref = padded[i, :, dy[i] : dy[i] + 10, dx[i] : dx[i] + 12]
+        assert torch.equal(out[i], ref)

@@ -49,7 +49,9 @@ class GradientStatsCallback(L.Callback):
         layers = named_layers(pl_module.net)
         stats = torch.stack(
             [
-                layer_statistics(w.grad, w, self.tau) if w.grad is not None else torch.zeros(len(STATISTICS), device=w.device)
+                layer_statistics(w.grad, w, self.tau)
+                if w.grad is not None
+                else torch.zeros(len(STATISTICS), device=w.device)
                 for _, _, w in layers
             ]
         )
@@ -65,7 +67,14 @@ class GradientStatsCallback(L.Callback):
         means = (self._sums / self._count).cpu().tolist()
         epoch = trainer.current_epoch
         new = [
-            {"task": self.task, "epoch": epoch, "layer": name, "kind": kind, "statistic": stat, "value": row[j]}
+            {
+                "task": self.task,
+                "epoch": epoch,
+                "layer": name,
+                "kind": kind,
+                "statistic": stat,
+                "value": row[j],
+            }
             for (name, kind), row in zip(self._names, means)
             for j, stat in enumerate(STATISTICS)
         ]
@@ -106,7 +115,9 @@ def truncate_rows(path: str | Path, first_unfinished_task: int) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def task_matrix(rows: list[dict], statistic: str, kind: str = "conv", aggregate: str = "mean", layer_order=None):
+def task_matrix(
+    rows: list[dict], statistic: str, kind: str = "conv", aggregate: str = "mean", layer_order=None
+):
     """Per-task statistic S[t, l] from per-epoch rows: mean over epochs (or the ``last`` epoch).
 
     Layers follow ``layer_order`` (e.g. the final network's block names) or their first appearance; a
@@ -129,7 +140,9 @@ def task_matrix(rows: list[dict], statistic: str, kind: str = "conv", aggregate:
         sub = [r for r in rows if r["task"] == t]
         last = max(r["epoch"] for r in sub)
         for li, name in enumerate(layers):
-            vals = [r["value"] for r in sub if r["layer"] == name and (aggregate == "mean" or r["epoch"] == last)]
+            vals = [
+                r["value"] for r in sub if r["layer"] == name and (aggregate == "mean" or r["epoch"] == last)
+            ]
             if vals:
                 out[ti, li] = sum(vals) / len(vals)
     return out, tasks, layers

@@ -106,13 +106,17 @@ def _check(lg: Learngene, source: str) -> None:
                     f"widths ({b.in_channels}->{b.out_channels}) need {shape}; the file is inconsistent"
                 )
         if prev_out is not None and b.in_channels != prev_out:
-            raise CheckpointError(f"{source}: block {b.name} takes {b.in_channels} channels but the block before gives {prev_out}")
+            raise CheckpointError(
+                f"{source}: block {b.name} takes {b.in_channels} channels but the block before gives {prev_out}"
+            )
         prev_out = b.out_channels
     if len(lg.blocks) != len(lg.state) or not lg.blocks:
         raise CheckpointError(f"{source}: {len(lg.blocks)} block specs but {len(lg.state)} block states")
 
 
-def load_learngene(path: str | Path, input_size: int | None = None, image_channels: int | None = None) -> Learngene:
+def load_learngene(
+    path: str | Path, input_size: int | None = None, image_channels: int | None = None
+) -> Learngene:
     """Load and check a learngene; ``input_size`` / ``image_channels``: what the individual model will use."""
     path = Path(path)
     if not path.is_file():
@@ -123,11 +127,17 @@ def load_learngene(path: str | Path, input_size: int | None = None, image_channe
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path} is not a readable learngene file ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{path} is not a readable learngene file ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a learngene of this suite (format tag {d.get('format') if isinstance(d, dict) else None!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path} is not a learngene of this suite (format tag {d.get('format') if isinstance(d, dict) else None!r}, expected {FORMAT!r})"
+        )
     if d.get("version") != VERSION:
-        raise CheckpointError(f"{path} has learngene format version {d.get('version')}; this suite reads version {VERSION}")
+        raise CheckpointError(
+            f"{path} has learngene format version {d.get('version')}; this suite reads version {VERSION}"
+        )
     lg = Learngene(
         blocks=[BlockSpec(**b) for b in d["blocks"]],
         state=d["state"],
@@ -146,5 +156,7 @@ def load_learngene(path: str | Path, input_size: int | None = None, image_channe
             f"use the same input size as the collective run (or retrain stage 1)"
         )
     if image_channels is not None and image_channels != lg.image_channels:
-        raise CheckpointError(f"{path} expects {lg.image_channels}-channel images but the data has {image_channels}")
+        raise CheckpointError(
+            f"{path} expects {lg.image_channels}-channel images but the data has {image_channels}"
+        )
     return lg

@@ -31,7 +31,7 @@ def forgetting(R: Sequence[Sequence[float | None]]) -> float | None:
     T = len(R)
     if T < 2:
         return None
-    return sum(max(R[l][j] for l in range(j, T - 1)) - R[T - 1][j] for j in range(T - 1)) / (T - 1)
+    return sum(max(R[i][j] for i in range(j, T - 1)) - R[T - 1][j] for j in range(T - 1)) / (T - 1)
 
 
 def continual_summary(R: Sequence[Sequence[float | None]]) -> dict:

@@ -59,7 +59,9 @@ class ConvNetSpec:
             for _ in range(b.pools):
                 s //= 2
         if s < 1:
-            raise ValueError(f"input size {self.input_size} is too small for {sum(b.pools for b in self.blocks)} pools")
+            raise ValueError(
+                f"input size {self.input_size} is too small for {sum(b.pools for b in self.blocks)} pools"
+            )
         return self.pool_to if self.pool_to else s
 
     def feature_dim(self) -> int:

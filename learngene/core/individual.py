@@ -72,7 +72,12 @@ def individual_spec(
 
 @torch.no_grad()
 def build_individual(
-    lg: Learngene, spec: ConvNetSpec, n_lower: int, seed: int, inherit: bool = True, device: str | torch.device = "cpu"
+    lg: Learngene,
+    spec: ConvNetSpec,
+    n_lower: int,
+    seed: int,
+    inherit: bool = True,
+    device: str | torch.device = "cpu",
 ) -> ConvNet:
     """A fresh individual network: seeded random init, then (``inherit``) the learngene's tensors copied in."""
     with torch.random.fork_rng(devices=[]):

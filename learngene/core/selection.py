@@ -89,7 +89,9 @@ def select_window(
     if n_tasks == 0:
         raise ValueError("no per-task statistics to select from; the collective stage recorded none")
     if not np.isfinite(s).all():
-        raise ValueError("the gradient statistics contain NaN or inf; check the collective run for a diverged task")
+        raise ValueError(
+            "the gradient statistics contain NaN or inf; check the collective run for a diverged task"
+        )
     used = list(range(warmup, n_tasks)) if n_tasks > warmup else list(range(n_tasks))
     sub = s[used]
     w = task_weights(len(used), weighting)[:, None]

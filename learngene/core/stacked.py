@@ -74,7 +74,14 @@ class StackedConvNet(nn.Module):
                 raise ValueError("all stacked networks must share one architecture")
         stacked = cls(spec, len(nets)).to(next(nets[0].parameters()).device)
         for i, sb in enumerate(stacked.blocks):
-            for attr in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+            for attr in (
+                "conv.weight",
+                "conv.bias",
+                "bn.weight",
+                "bn.bias",
+                "bn.running_mean",
+                "bn.running_var",
+            ):
                 mod, name = attr.split(".")
                 target = getattr(getattr(sb, mod), name)
                 target.copy_(torch.cat([getattr(getattr(n.blocks[i], mod), name) for n in nets]))
@@ -89,7 +96,14 @@ class StackedConvNet(nn.Module):
     def to_nets(self) -> list[ConvNet]:
         nets = [ConvNet(self.spec).to(self.head.weight.device) for _ in range(self.tasks)]
         for i, sb in enumerate(self.blocks):
-            for attr in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+            for attr in (
+                "conv.weight",
+                "conv.bias",
+                "bn.weight",
+                "bn.bias",
+                "bn.running_mean",
+                "bn.running_var",
+            ):
                 mod, name = attr.split(".")
                 for t, part in enumerate(getattr(getattr(sb, mod), name).chunk(self.tasks)):
                     getattr(getattr(nets[t].blocks[i], mod), name).copy_(part)
@@ -120,7 +134,9 @@ class StackedConvNet(nn.Module):
         if self.generators is None:
             mask = torch.rand(b, t, f, device=x.device) >= p
         else:
-            mask = torch.stack([torch.rand(b, f, device=x.device, generator=g) >= p for g in self.generators], 1)
+            mask = torch.stack(
+                [torch.rand(b, f, device=x.device, generator=g) >= p for g in self.generators], 1
+            )
         return x * mask / (1.0 - p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,10 @@ class WideningMap:
         if name in self.own_names():
             out = tensor.index_select(0, src)
             if kind == "fisher":  # d loss / d copy = (d loss / d unit) / copies
-                out = out / self.counts.to(tensor.device)[src].to(out.dtype).view(-1, *([1] * (out.ndim - 1))) ** 2
+                out = (
+                    out
+                    / self.counts.to(tensor.device)[src].to(out.dtype).view(-1, *([1] * (out.ndim - 1))) ** 2
+                )
             return out
         if name == f"{self.next_name}.weight":
             cols, div = self._columns()
@@ -228,7 +231,9 @@ def parse_schedule(schedule, width_mult: float = 1.0) -> list[dict]:
             if e.get("op") == "deepen":
                 out.append({"op": "deepen", "after": int(e["after"])})
                 continue
-            out.append({"op": "widen", "block": int(e["block"]), "units": scale_width(int(e["units"]), width_mult)})
+            out.append(
+                {"op": "widen", "block": int(e["block"]), "units": scale_width(int(e["units"]), width_mult)}
+            )
         else:
             block, units = entry
             out.append({"op": "widen", "block": int(block), "units": scale_width(int(units), width_mult)})

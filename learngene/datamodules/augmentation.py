@@ -59,11 +59,11 @@ class BatchAugment:
         padded = F.pad(x, (p, p, p, p))
         dy = torch.randint(0, 2 * p + 1, (b,), device=x.device, generator=generator)
         dx = torch.randint(0, 2 * p + 1, (b,), device=x.device, generator=generator)
-        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-        bi = torch.arange(b, device=x.device)[:, None, None, None]
-        ci = torch.arange(c, device=x.device)[None, :, None, None]
-        return padded[bi, ci, rows, cols]
+        wp = w + 2 * p
+        rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+        cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
+        offsets = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
+        return torch.gather(padded.reshape(b, c, -1), 2, offsets).reshape(b, c, h, w)
 
     def random_flip(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.flip:

@@ -31,7 +31,9 @@ class ImageSet:
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.dtype != torch.uint8 or x.ndim != 4:
-                raise DataError(f"{self.name}: x_{split} must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+                raise DataError(
+                    f"{self.name}: x_{split} must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
+                )
             if y.ndim != 1 or len(y) != len(x):
                 raise DataError(
                     f"{self.name}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels; they must match"

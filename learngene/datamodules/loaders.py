@@ -111,13 +111,21 @@ class TaskBatchLoader:
         labels = torch.gather(self.y, 1, perms)
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            xs = [self.augment.train(self.x.index_select(0, order[t, sl]), g) for t, g in enumerate(self.aug_gens)]
+            xs = [
+                self.augment.train(self.x.index_select(0, order[t, sl]), g)
+                for t, g in enumerate(self.aug_gens)
+            ]
             yield torch.stack(xs, 1), labels[:, sl].T.contiguous()
 
 
 @torch.no_grad()
 def predict(
-    net: torch.nn.Module, x: torch.Tensor, augment: BatchAugment, batch_size: int = 512, device=None, features: bool = False
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    augment: BatchAugment,
+    batch_size: int = 512,
+    device=None,
+    features: bool = False,
 ) -> torch.Tensor:
     """Logits (or ``features``) of uint8 images in eval mode, in order; no randomness."""
     device = device or next(net.parameters()).device

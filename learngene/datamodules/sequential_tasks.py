@@ -80,14 +80,18 @@ class SequentialTasksDataModule(L.LightningDataModule):
 
     def unknown_images(self, t: int) -> torch.Tensor:
         seen = set(self.classes_seen(t))
-        idx = [torch.as_tensor(self.test_idx[c]) for c in self.image_set.groups["open_world"] if c not in seen]
+        idx = [
+            torch.as_tensor(self.test_idx[c]) for c in self.image_set.groups["open_world"] if c not in seen
+        ]
         if not idx:
             return self.image_set.x_test[:0]
         return self.image_set.x_test[torch.cat(idx).long()]
 
     # -- Lightning hooks ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        device = self.trainer.strategy.root_device if (self.trainer and self.on_device) else torch.device("cpu")
+        device = (
+            self.trainer.strategy.root_device if (self.trainer and self.on_device) else torch.device("cpu")
+        )
         if device != self._device:
             self._x_train = self.image_set.x_train.to(device)
             self._device = device

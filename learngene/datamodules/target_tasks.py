@@ -67,7 +67,9 @@ def make_target_tasks(
         raise DataError(f"individual.protocol={protocol!r}; valid: {list(PROTOCOLS)}")
     pool = list(image_set.groups[group])
     if ways > len(pool):
-        raise DataError(f"individual.ways={ways} but the {group} group has {len(pool)} classes; use at most {len(pool)}")
+        raise DataError(
+            f"individual.ways={ways} but the {group} group has {len(pool)} classes; use at most {len(pool)}"
+        )
     if ways < 2:
         raise DataError(f"individual.ways={ways}; a classification task needs at least 2 classes")
     if shots < 1:
@@ -94,17 +96,24 @@ def make_target_tasks(
             if protocol == "paper":
                 t_idx = test_by_class.get(c, np.array([], dtype=np.int64))
                 if len(t_idx) == 0:
-                    raise DataError(f"class {image_set.class_names[c]!r} has no test images; a target task needs some")
+                    raise DataError(
+                        f"class {image_set.class_names[c]!r} has no test images; a target task needs some"
+                    )
             else:
                 t_idx = perm[len(perm) - queries :]
             te.append(np.sort(t_idx))
             te_y += [label] * len(t_idx)
         tasks.append(
             TargetTask(
-                seed=seed, index=i, shots=shots, classes=classes,
-                train_idx=torch.from_numpy(np.concatenate(tr)).long(), train_y=torch.tensor(tr_y),
+                seed=seed,
+                index=i,
+                shots=shots,
+                classes=classes,
+                train_idx=torch.from_numpy(np.concatenate(tr)).long(),
+                train_y=torch.tensor(tr_y),
                 test_split="test" if protocol == "paper" else "train",
-                test_idx=torch.from_numpy(np.concatenate(te)).long(), test_y=torch.tensor(te_y),
+                test_idx=torch.from_numpy(np.concatenate(te)).long(),
+                test_y=torch.tensor(te_y),
             )  # fmt: skip
         )
     return tasks
@@ -121,4 +130,6 @@ def make_episodes(
     image_set: ImageSet, n_episodes: int, ways: int, shots: int, queries: int, seed: int, group: str
 ) -> list[TargetTask]:
     """A fixed, seeded set of N-way K-shot Q-query episodes from ``group`` (e.g. base for meta-training)."""
-    return make_target_tasks(image_set, n_episodes, ways, shots, seed, protocol="episodic", queries=queries, group=group)
+    return make_target_tasks(
+        image_set, n_episodes, ways, shots, seed, protocol="episodic", queries=queries, group=group
+    )

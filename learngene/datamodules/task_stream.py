@@ -64,7 +64,9 @@ def make_task_stream(
     return tasks
 
 
-def train_subset(indices_by_class: dict[int, np.ndarray], per_class: int | None, seed: int) -> dict[int, np.ndarray]:
+def train_subset(
+    indices_by_class: dict[int, np.ndarray], per_class: int | None, seed: int
+) -> dict[int, np.ndarray]:
     """The M training images used per class (all when ``per_class`` is None), fixed for the whole run."""
     if per_class is None:
         return indices_by_class

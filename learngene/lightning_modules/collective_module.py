@@ -58,4 +58,6 @@ class CollectiveModule(L.LightningModule):
         self.guard.flush()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.SGD(
+            self.net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )

@@ -48,7 +48,9 @@ class IndividualModule(L.LightningModule):
         logits = self(x).float()
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)) * self.net.tasks
         self.guard.check(loss, self.current_epoch, self.global_step)
-        self.log("individual/train/loss", loss / self.net.tasks, on_step=False, on_epoch=True, batch_size=y.numel())
+        self.log(
+            "individual/train/loss", loss / self.net.tasks, on_step=False, on_epoch=True, batch_size=y.numel()
+        )
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -60,5 +62,7 @@ class IndividualModule(L.LightningModule):
         inh = [p for p in self.net.parameters() if p.requires_grad and id(p) in inherited]
         groups = [{"params": own}]
         if inh:
-            groups.append({"params": inh, "lr": self.inherited_lr if self.inherited_lr is not None else self.lr})
+            groups.append(
+                {"params": inh, "lr": self.inherited_lr if self.inherited_lr is not None else self.lr}
+            )
         return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)

@@ -47,7 +47,9 @@ class MamlModule(L.LightningModule):
         buffers = dict(self.net.named_buffers())
         losses = []
         for xs, ys, xq, yq in batch:
-            fast = adapt(self.net, params, buffers, xs, ys, self.inner_steps, self.inner_lr, not self.first_order)
+            fast = adapt(
+                self.net, params, buffers, xs, ys, self.inner_steps, self.inner_lr, not self.first_order
+            )
             losses.append(F.cross_entropy(functional_call(self.net, (fast, buffers), (xq,)).float(), yq))
         loss = torch.stack(losses).mean()
         self.guard.check(loss, self.current_epoch, self.global_step)

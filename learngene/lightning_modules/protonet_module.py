@@ -17,7 +17,7 @@ from learngene.lightning_modules.finite import FiniteLossGuard
 
 def proto_logits(support: torch.Tensor, ys: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
     protos = torch.stack([support[ys == c].mean(0) for c in range(ways)])
-    return -torch.cdist(query, protos) ** 2
+    return -(torch.cdist(query, protos) ** 2)
 
 
 class ProtoNetModule(L.LightningModule):

@@ -138,7 +138,9 @@ def final_checkpoint(ctx_source: Path, after_task: int | None = None) -> tuple[C
     entries = {e["task"]: e for e in manifest["tasks"]}
     t = max(entries) if after_task is None else after_task
     if t not in entries:
-        raise CheckpointError(f"criterion.after_task={t}, but the collective run finished tasks 0..{max(entries)}")
+        raise CheckpointError(
+            f"criterion.after_task={t}, but the collective run finished tasks 0..{max(entries)}"
+        )
     net, ckpt = load_checkpoint(ctx_source / entries[t]["checkpoint"])
     return net, ckpt, manifest
 
@@ -178,10 +180,19 @@ def run_collective(ctx: RunContext) -> ConvNet:
     image_set = ctx.image_set
     stream = make_stream(cfg, image_set)
     dm = SequentialTasksDataModule(
-        image_set, stream, c.batch_size, ctx.augment, c.labels, c.train_per_class, cfg.seed, cfg.data.on_device
+        image_set,
+        stream,
+        c.batch_size,
+        ctx.augment,
+        c.labels,
+        c.train_per_class,
+        cfg.seed,
+        cfg.data.on_device,
     )
     fp = fingerprint(cfg)
-    schedule = parse_schedule(cfg.model.growth.schedule, cfg.model.width_mult) if cfg.model.growth.enabled else []
+    schedule = (
+        parse_schedule(cfg.model.growth.schedule, cfg.model.width_mult) if cfg.model.growth.enabled else []
+    )
     relative = c.classes_per_task if c.labels == "relative" else None
     csv_path = ctx.path("gradient_stats.csv")
     manifest_path = out / "manifest.json"
@@ -206,7 +217,9 @@ def run_collective(ctx: RunContext) -> ConvNet:
         done = []
     metrics_path = out / "metrics.json"
     old_metrics = read_json(metrics_path) if (done and metrics_path.exists()) else {}
-    R: list[list[float]] = [r[: i + 1] for i, r in enumerate(old_metrics.get("accuracy_matrix", []))][: len(done)]
+    R: list[list[float]] = [r[: i + 1] for i, r in enumerate(old_metrics.get("accuracy_matrix", []))][
+        : len(done)
+    ]
     open_world: list[dict] = old_metrics.get("open_world", [])[: len(done)]
     params: list[int] = old_metrics.get("parameters", [])[: len(done)]
     if done:
@@ -230,7 +243,9 @@ def run_collective(ctx: RunContext) -> ConvNet:
             L.seed_everything(derive_seed(cfg.seed, "collective-task", t), workers=True, verbose=False)
             growth = None
             if t > 0 and t - 1 < len(schedule):
-                growth = apply_growth(net, schedule[t - 1], ewc, derive_seed(cfg.seed, "grow", t), cfg.model.growth.noise)
+                growth = apply_growth(
+                    net, schedule[t - 1], ewc, derive_seed(cfg.seed, "grow", t), cfg.model.growth.noise
+                )
             if c.labels == "global" and c.head == "growing":
                 n_new = head_size(cfg, dm, t) - net.head.out_features
                 if n_new > 0:
@@ -239,11 +254,22 @@ def run_collective(ctx: RunContext) -> ConvNet:
                         ewc.sync_new_parameters(net)
             dm.set_task(t)
             module = CollectiveModule(
-                net, t, c.lr, c.momentum, c.weight_decay, ewc, relative, channels_last=cfg.trainer.channels_last
+                net,
+                t,
+                c.lr,
+                c.momentum,
+                c.weight_decay,
+                ewc,
+                relative,
+                channels_last=cfg.trainer.channels_last,
             )
             callbacks = []
             if cfg.callbacks.gradient_stats.enabled:
-                callbacks.append(GradientStatsCallback(csv_path, cfg.criterion.tau, t, cfg.callbacks.gradient_stats.every_n_steps))
+                callbacks.append(
+                    GradientStatsCallback(
+                        csv_path, cfg.criterion.tau, t, cfg.callbacks.gradient_stats.every_n_steps
+                    )
+                )
             trainer = ctx.make_trainer(c.epochs, callbacks, logger=ctx.loggers or False)
             trainer.fit(module, datamodule=dm)
             net = module.net.to("cpu")
@@ -273,7 +299,7 @@ def run_collective(ctx: RunContext) -> ConvNet:
             summary = {"collective/test/avg_acc": sum(row) / len(row), "collective/test/acc_current": row[-1],
                        "collective/params": params[-1],
                        **{f"collective/open_world/{k}": v for k, v in ow.items()}}  # fmt: skip
-            ctx.log_metrics(summary, step=t)
+            ctx.log_metrics(summary, step=t, step_key="collective/task")
             log.info(
                 "collective task %d/%d classes=%s acc(current)=%.3f avg=%.3f auroc_msp=%s params=%.2fM (%.0fs)",
                 t + 1, c.n_tasks, list(stream[t].classes), row[-1], sum(row) / len(row),

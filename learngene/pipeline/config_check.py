@@ -39,11 +39,15 @@ def _fail(key: str, value: Any, valid: str) -> None:
     raise ConfigError(f"{key}={value!r}: {valid}")
 
 
-def int_range(lo: int | None = None, hi: int | None = None, none_ok: bool = False) -> Callable[[str, Any], None]:
+def int_range(
+    lo: int | None = None, hi: int | None = None, none_ok: bool = False
+) -> Callable[[str, Any], None]:
     def check(key: str, v: Any) -> None:
         if v is None and none_ok:
             return
-        bounds = " and ".join(s for s in (f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else "") if s)
+        bounds = " and ".join(
+            s for s in (f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else "") if s
+        )
         what = f"must be an integer{' ' + bounds if bounds else ''}{' or null' if none_ok else ''}"
         if isinstance(v, bool) or not isinstance(v, int):
             _fail(key, v, what)
@@ -178,6 +182,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "trainer.precision": one_of(PRECISIONS),
     "trainer.num_nodes": int_range(1),
     "trainer.channels_last": is_bool,
+    "trainer.sync_batchnorm": is_bool,
     "trainer.compile": is_bool,
     "logger.kind": one_of(("none", "csv", "wandb")),
     "callbacks.gradient_stats.enabled": is_bool,
@@ -212,7 +217,11 @@ def check_config(cfg: DictConfig) -> None:
     widths = list(_get(cfg, "model.widths"))
     for p in _get(cfg, "model.pool_after"):
         if p > len(widths):
-            _fail("model.pool_after", list(_get(cfg, "model.pool_after")), f"entries must be block numbers 1..{len(widths)}")
+            _fail(
+                "model.pool_after",
+                list(_get(cfg, "model.pool_after")),
+                f"entries must be block numbers 1..{len(widths)}",
+            )
     k = _get(cfg, "criterion.k")
     if k > len(widths):
         _fail("criterion.k", k, f"must be at most the number of conv blocks ({len(widths)})")
@@ -226,9 +235,17 @@ def check_config(cfg: DictConfig) -> None:
         else:
             ok = isinstance(e, list) and len(e) == 2 and 0 <= int(e[0]) < len(widths) and int(e[1]) >= 1
         if not ok:
-            _fail(f"model.growth.schedule[{i}]", e, f"entries are [conv index 0..{len(widths) - 1}, units >= 1] or {{op: deepen, after: i}}")
+            _fail(
+                f"model.growth.schedule[{i}]",
+                e,
+                f"entries are [conv index 0..{len(widths) - 1}, units >= 1] or {{op: deepen, after: i}}",
+            )
     if _get(cfg, "collective.labels") == "relative" and _get(cfg, "collective.head") == "growing":
-        _fail("collective.head", "growing", "task-relative labels use one shared head; set collective.head=fixed")
+        _fail(
+            "collective.head",
+            "growing",
+            "task-relative labels use one shared head; set collective.head=fixed",
+        )
     if _get(cfg, "logger.kind") == "wandb":
         one_of(("online", "offline", "disabled"))("logger.mode", _get(cfg, "logger.mode"))
     from_run = _get(cfg, "from_run")
@@ -237,7 +254,11 @@ def check_config(cfg: DictConfig) -> None:
     if from_run is None and "collective" not in stages and stages[0] != "report":
         out = Path(str(_get(cfg, "paths.output_dir")))
         if not (out / "collective" / "manifest.json").exists():
-            _fail("stage", stages, "stages after 'collective' need its outputs: add 'collective', or set from_run=DIR of a finished run")
+            _fail(
+                "stage",
+                stages,
+                "stages after 'collective' need its outputs: add 'collective', or set from_run=DIR of a finished run",
+            )
     mean, std = _get(cfg, "data.mean"), _get(cfg, "data.std")
     if len(mean) != len(std) or any(s <= 0 for s in std):
         _fail("data.std", list(std), f"needs one positive value per channel, like data.mean {list(mean)}")

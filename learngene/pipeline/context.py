@@ -40,7 +40,10 @@ class RunContext:
     @cached_property
     def augment(self) -> BatchAugment:
         return BatchAugment.from_config(
-            {**OmegaConf.to_container(self.cfg.data, resolve=True), "channels_last": self.cfg.trainer.channels_last}
+            {
+                **OmegaConf.to_container(self.cfg.data, resolve=True),
+                "channels_last": self.cfg.trainer.channels_last,
+            }
         )
 
     @cached_property
@@ -51,8 +54,12 @@ class RunContext:
             if not torch.cuda.is_available():
                 from learngene.errors import ConfigError
 
-                raise ConfigError(f"trainer.accelerator={acc!r} but no CUDA device is available; use trainer.accelerator=cpu")
-            return torch.device("cuda", torch.cuda.current_device() if dist.world_size() == 1 else _local_rank())
+                raise ConfigError(
+                    f"trainer.accelerator={acc!r} but no CUDA device is available; use trainer.accelerator=cpu"
+                )
+            return torch.device(
+                "cuda", torch.cuda.current_device() if dist.world_size() == 1 else _local_rank()
+            )
         return torch.device("cpu")
 
     # -- paths --------------------------------------------------------------------------------------
@@ -93,15 +100,24 @@ class RunContext:
             kw["strategy"] = self.cfg.trainer.strategy
             kw["devices"] = self.cfg.trainer.devices
             kw["num_nodes"] = self.cfg.trainer.num_nodes
+            kw["sync_batchnorm"] = self.cfg.trainer.sync_batchnorm
         return L.Trainer(max_epochs=max_epochs, callbacks=callbacks or [], logger=logger, **kw)
 
     # -- logging ------------------------------------------------------------------------------------
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
-        if not dist.is_rank_zero():
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, step_key: str | None = None
+    ) -> None:
+        """Log to every logger (rank 0). ``step_key`` names the step metric W&B plots these against
+        (e.g. ``collective/task``), so that per-task metrics use the task index as their step."""
+        clean = {
+            k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if not dist.is_rank_zero() or not self.loggers:
             return
+        if step_key is not None and step is not None:
+            clean[step_key] = float(step)
         for lg in self.loggers:
-            lg.log_metrics(clean, step=step)
+            lg.log_metrics(clean, step=step if type(lg).__name__ != "WandbLogger" else None)
 
 
 def _local_rank() -> int:

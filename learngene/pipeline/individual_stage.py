@@ -30,7 +30,13 @@ def learngene_path(ctx: RunContext):
 def target_tasks(ctx: RunContext, shots: int):
     icfg = ctx.cfg.individual
     return make_target_task_grid(
-        ctx.image_set, icfg.n_tasks, icfg.ways, shots, list(icfg.seeds), protocol=icfg.protocol, queries=icfg.queries
+        ctx.image_set,
+        icfg.n_tasks,
+        icfg.ways,
+        shots,
+        list(icfg.seeds),
+        protocol=icfg.protocol,
+        queries=icfg.queries,
     )
 
 
@@ -69,7 +75,10 @@ def run_individual(ctx: RunContext) -> dict:
                 results, info = run_method(ctx, method, tasks, lg, collective, window)
                 entry = {"method": method, "shots": shots, **info, "tasks": [r.to_dict() for r in results]}
             if window is not None:
-                entry["window"] = {"start": window, "blocks": collective.block_names[window : window + lg_k(lg)]}
+                entry["window"] = {
+                    "start": window,
+                    "blocks": collective.block_names[window : window + lg_k(lg)],
+                }
             entry["wall_time_s"] = round(time.perf_counter() - t0, 2)
             raw["entries"][key] = entry
             if dist.is_rank_zero():
@@ -104,7 +113,9 @@ def run_method(ctx: RunContext, method: str, tasks, lg, collective, window) -> t
     if method == "scratch":
         return inherit.run_inherit(ctx, lg, tasks, inherit=False, name="scratch")
     if method == "judgement":
-        return inherit.run_inherit(ctx, extract_learngene(collective, window, lg_k(lg)), tasks, True, "judgement")
+        return inherit.run_inherit(
+            ctx, extract_learngene(collective, window, lg_k(lg)), tasks, True, "judgement"
+        )
     if method == "finetune":
         return finetune.run_finetune(ctx, collective, tasks)
     if method == "linear_probe":

@@ -24,7 +24,9 @@ log = logging.getLogger("learngene")
 def code_version() -> str:
     try:
         root = Path(__file__).resolve().parents[2]
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5)  # fmt: skip
         if rev.returncode == 0:
@@ -94,7 +96,9 @@ def run_learngene(ctx: RunContext) -> SelectionResult:
         atomic_write_json(ctx.path("learngene.json"), info)
         from learngene.pipeline.plots import plot_gradient_heatmap, plot_window_scores
 
-        all_stats = {s: criterion_statistics(ctx, net.block_names, s) for s in ("signed_frac", "abs_frac", "rel_norm")}
+        all_stats = {
+            s: criterion_statistics(ctx, net.block_names, s) for s in ("signed_frac", "abs_frac", "rel_norm")
+        }
         plot_gradient_heatmap(all_stats, ctx.path("plots", "gradient_heatmap.png"), cr.statistic)
         plot_window_scores(result, start, ctx.path("plots", "window_scores.png"))
     dist.barrier()
@@ -104,5 +108,7 @@ def run_learngene(ctx: RunContext) -> SelectionResult:
         [tasks[i] for i in result.tasks_used],
         "-".join(net.block_names[-cr.k:]), "yes" if info["is_paper_choice"] else "no",
     )  # fmt: skip
-    ctx.log_metrics({"learngene/window_start": start, "learngene/is_paper_choice": float(info["is_paper_choice"])})
+    ctx.log_metrics(
+        {"learngene/window_start": start, "learngene/is_paper_choice": float(info["is_paper_choice"])}
+    )
     return result

@@ -45,7 +45,11 @@ def summarise(entry: dict) -> dict:
 def build_results(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     raw = read_json(ctx.path(*RAW)) if ctx.path(*RAW).exists() else {"entries": {}}
-    lg_info_path = ctx.path("learngene.json") if ctx.path("learngene.json").exists() else ctx.source_path("learngene.json")
+    lg_info_path = (
+        ctx.path("learngene.json")
+        if ctx.path("learngene.json").exists()
+        else ctx.source_path("learngene.json")
+    )
     lg_info = read_json(lg_info_path) if lg_info_path.exists() else {}
     metrics_path = ctx.source_path("collective", "metrics.json")
     collective = read_json(metrics_path) if metrics_path.exists() else {}
@@ -74,7 +78,9 @@ def build_results(ctx: RunContext) -> dict:
             scored = [r for r in jrows if r["score"] is not None]
             judgement[str(shots)] = {
                 "rows": jrows,
-                "spearman_score_vs_accuracy": spearman([r["score"] for r in scored], [r["mean"] for r in scored]),
+                "spearman_score_vs_accuracy": spearman(
+                    [r["score"] for r in scored], [r["mean"] for r in scored]
+                ),
                 "best_window": max(jrows, key=lambda r: r["mean"])["window"],
             }
     return {
@@ -82,17 +88,38 @@ def build_results(ctx: RunContext) -> dict:
         "budget": cfg.budget.name,
         "seed": cfg.seed,
         "data": OmegaConf.to_container(cfg.data, resolve=True),
-        "protocol": {"ways": icfg.ways, "shots": list(icfg.shots), "target_tasks_per_seed": icfg.n_tasks,
-                     "seeds": list(icfg.seeds), "mode": icfg.protocol, "epochs": icfg.epochs,
-                     "batch_size": icfg.batch_size, "lr": icfg.lr},  # fmt: skip
+        "protocol": {
+            "ways": icfg.ways,
+            "shots": list(icfg.shots),
+            "target_tasks_per_seed": icfg.n_tasks,
+            "seeds": list(icfg.seeds),
+            "mode": icfg.protocol,
+            "epochs": icfg.epochs,
+            "batch_size": icfg.batch_size,
+            "lr": icfg.lr,
+        },  # fmt: skip
         "confidence_interval": "95% Student-t interval over all target tasks x seeds: t(0.975, n-1) * sd / sqrt(n)",
-        "learngene": {k: lg_info.get(k) for k in ("selected", "paper_choice", "is_paper_choice", "statistic")},
+        "learngene": {
+            k: lg_info.get(k) for k in ("selected", "paper_choice", "is_paper_choice", "statistic")
+        },
         "tables": tables,
         "judgement": judgement,
         "judgement_note": "spearman < 0 means windows with a lower (better) criterion score reached higher accuracy",
-        "collective": {k: collective.get(k) for k in ("final_average_accuracy", "backward_transfer", "forgetting",
-                                                      "average_accuracy", "parameters", "final_widths")}  # fmt: skip
-        | {"open_world_last": (collective.get("open_world") or [{}])[-1], "accuracy_matrix": collective.get("accuracy_matrix")},
+        "collective": {
+            k: collective.get(k)
+            for k in (
+                "final_average_accuracy",
+                "backward_transfer",
+                "forgetting",
+                "average_accuracy",
+                "parameters",
+                "final_widths",
+            )
+        }  # fmt: skip
+        | {
+            "open_world_last": (collective.get("open_world") or [{}])[-1],
+            "accuracy_matrix": collective.get("accuracy_matrix"),
+        },
     }
 
 
@@ -134,7 +161,9 @@ def to_markdown(res: dict) -> str:
                 ci = f" ± {_pct(r['ci95'])}" if r["ci95"] is not None else ""
                 mark = " **(selected)**" if r["selected"] else ""
                 score = "n/a" if r["score"] is None else f"{r['score']:.4g}"
-                lines.append(f"| {r['window']}{mark} | {score} | {_pct(r['mean'])}{ci} | {_m(r['parameters'])} |")
+                lines.append(
+                    f"| {r['window']}{mark} | {score} | {_pct(r['mean'])}{ci} | {_m(r['parameters'])} |"
+                )
         lines.append("")
     c = res["collective"]
     if c.get("average_accuracy"):
@@ -157,22 +186,45 @@ def run_report(ctx: RunContext) -> dict:
         from learngene.pipeline.plots import plot_accuracy_matrix, plot_judgement
 
         if res["collective"].get("accuracy_matrix"):
-            plot_accuracy_matrix(res["collective"]["accuracy_matrix"], ctx.path("plots", "accuracy_matrix.png"))
+            plot_accuracy_matrix(
+                res["collective"]["accuracy_matrix"], ctx.path("plots", "accuracy_matrix.png")
+            )
         for shots, j in res["judgement"].items():
             if all(r["score"] is not None for r in j["rows"]):
-                plot_judgement(j["rows"], ctx.path("plots", f"judgement_{shots}shot.png"), f"judgement, {shots}-shot")
+                plot_judgement(
+                    j["rows"], ctx.path("plots", f"judgement_{shots}shot.png"), f"judgement, {shots}-shot"
+                )
         log_tables(ctx, res)
     dist.barrier()
     return res
 
 
 def log_tables(ctx: RunContext, res: dict) -> None:
+    """Scalars ``individual/test/acc/<method>/<K>shot`` and ``individual/test/acc/<method>`` (the mean over the
+    run's shot counts, one number per method for sweeps over shots), plus a W&B table and the plots."""
+    scalars: dict[str, float] = {}
+    by_method: dict[str, list[float]] = {}
     for shots, rows in res["tables"].items():
         for r in rows:
-            ctx.log_metrics({f"individual/test/acc/{r['method']}/{shots}shot": r["mean"]})
+            scalars[f"individual/test/acc/{r['method']}/{shots}shot"] = r["mean"]
+            by_method.setdefault(r["method"], []).append(r["mean"])
+    scalars |= {f"individual/test/acc/{m}": sum(v) / len(v) for m, v in by_method.items()}
+    for shots, j in res["judgement"].items():
+        if j["spearman_score_vs_accuracy"] is not None:
+            scalars[f"learngene/judgement/spearman/{shots}shot"] = j["spearman_score_vs_accuracy"]
+    ctx.log_metrics(scalars)
     for lg in ctx.loggers:
         if type(lg).__name__ == "WandbLogger":
-            cols = ["shots", "method", "mean", "ci95", "n", "parameters", "inherited_parameters", "train_time_s"]
+            cols = [
+                "shots",
+                "method",
+                "mean",
+                "ci95",
+                "n",
+                "parameters",
+                "inherited_parameters",
+                "train_time_s",
+            ]
             data = [[shots] + [r[c] for c in cols[1:]] for shots, rows in res["tables"].items() for r in rows]
             lg.log_table(key="results", columns=cols, data=data)
             for png in sorted(Path(ctx.path("plots")).glob("*.png")):

@@ -26,13 +26,19 @@ def check_against_data(ctx: RunContext) -> list[str]:
     cfg, image_set = ctx.cfg, ctx.image_set
     lines = []
     if image_set.image_size != cfg.data.image_size:
-        raise ConfigError(f"data.image_size={cfg.data.image_size} but the source produced {image_set.image_size} px images")
+        raise ConfigError(
+            f"data.image_size={cfg.data.image_size} but the source produced {image_set.image_size} px images"
+        )
     stream = make_stream(cfg, image_set)
     shown = ", ".join(str(list(t.classes)) for t in stream[:4])
     lines.append(f"collective stream: {len(stream)} tasks of {cfg.collective.classes_per_task} classes: {shown}"
                  f"{' ...' if len(stream) > 4 else ''}")  # fmt: skip
     if cfg.collective.train_per_class is not None:
-        per_class = min(len(v) for c, v in image_set.indices_by_class("train").items() if c in set(image_set.groups["base"]))
+        per_class = min(
+            len(v)
+            for c, v in image_set.indices_by_class("train").items()
+            if c in set(image_set.groups["base"])
+        )
         if cfg.collective.train_per_class > per_class:
             raise ConfigError(f"collective.train_per_class={cfg.collective.train_per_class} but a base class has only "
                               f"{per_class} training images; use at most {per_class} or null")  # fmt: skip
@@ -43,9 +49,13 @@ def check_against_data(ctx: RunContext) -> list[str]:
     base = len(image_set.groups["base"])
     methods = set(cfg.baselines.methods)
     if "protonet" in methods and cfg.baselines.protonet.ways > base:
-        raise ConfigError(f"baselines.protonet.ways={cfg.baselines.protonet.ways} but there are {base} base classes")
+        raise ConfigError(
+            f"baselines.protonet.ways={cfg.baselines.protonet.ways} but there are {base} base classes"
+        )
     if "maml" in methods and cfg.individual.ways > base:
-        raise ConfigError(f"MAML meta-trains {cfg.individual.ways}-way episodes but there are {base} base classes")
+        raise ConfigError(
+            f"MAML meta-trains {cfg.individual.ways}-way episodes but there are {base} base classes"
+        )
     return lines
 
 
@@ -80,6 +90,8 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if "collective" not in cfg.stage:  # stage 3 shards tasks across the launcher's processes
+        dist.ensure_process_group("nccl" if cfg.trainer.accelerator in ("gpu", "cuda") else "gloo")
     loggers = make_loggers(cfg, out)
     ctx = RunContext(cfg, out, loggers)
     log.info("run %s: seed %d, stages %s, output %s", cfg.exp_name, cfg.seed, list(cfg.stage), out)
@@ -116,8 +128,13 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
             ctx.timings[stage] = round(time.perf_counter() - start, 1)
             log.info("stage %s done in %.1fs", stage, ctx.timings[stage])
     finally:
+        failed = sys.exc_info()[0] is not None
         for lg in loggers:
-            lg.finalize("success" if sys.exc_info()[0] is None else "failed")
+            lg.finalize("failed" if failed else "success")
+            if type(lg).__name__ == "WandbLogger":
+                from learngene.pipeline.wandb_logging import finish
+
+                finish(lg, failed)
     return result
 
 

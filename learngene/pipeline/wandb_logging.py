@@ -6,7 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 
 def run_id(out: Path) -> str:
@@ -26,7 +26,7 @@ def make_wandb_logger(cfg: DictConfig, out: Path):
 
     lc = cfg.logger
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(
+    logger = WandbLogger(
         project=lc.project,
         entity=lc.entity,
         group=lc.group,
@@ -36,5 +36,23 @@ def make_wandb_logger(cfg: DictConfig, out: Path):
         id=run_id(out),
         resume="allow",
         name=f"{cfg.exp_name}-{out.name}",
-        config=OmegaConf.to_container(cfg, resolve=True),
+        job_type="pipeline",
     )
+    define_step_metrics(logger.experiment)
+    return logger
+
+
+def define_step_metrics(run) -> None:
+    """Per-task collective metrics are plotted against the task index, not the Trainer's step."""
+    if not hasattr(run, "define_metric"):
+        return
+    run.define_metric("collective/task")
+    for pattern in ("collective/test/*", "collective/open_world/*", "collective/params"):
+        run.define_metric(pattern, step_metric="collective/task")
+
+
+def finish(logger, failed: bool) -> None:
+    """End the W&B run cleanly (also when a stage failed), marking it failed with a non-zero exit code."""
+    exp = getattr(logger, "_experiment", None)
+    if exp is not None and hasattr(exp, "finish"):
+        exp.finish(exit_code=1 if failed else 0)

@@ -13,9 +13,21 @@ def is_dist() -> bool:
 
 
 def rank() -> int:
+    """Global rank: from the process group once it exists, before that from the launcher's environment
+    (torchrun sets RANK, SLURM sets SLURM_PROCID, Lightning's own launcher sets NODE_RANK and LOCAL_RANK)."""
     if is_dist():
         return dist.get_rank()
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0) if launched_externally() else 0
+    if not launched_externally():
+        return 0
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1:
+        return int(env["SLURM_PROCID"])
+    local_world = int(
+        env.get("LOCAL_WORLD_SIZE", int(env["WORLD_SIZE"]) // max(1, int(env.get("NUM_NODES", 1))))
+    )
+    return int(env.get("NODE_RANK", 0)) * local_world + int(env["LOCAL_RANK"])
 
 
 def world_size() -> int:
@@ -27,6 +39,14 @@ def world_size() -> int:
 def launched_externally() -> bool:
     """torchrun / srun / Lightning's launcher set these for every process."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def ensure_process_group(backend: str) -> None:
+    """Join the launcher's process group when a stage needs one before any DDP Trainer created it."""
+    if is_dist() or world_size() <= 1 or not dist.is_available():
+        return
+    os.environ.setdefault("RANK", str(rank()))
+    dist.init_process_group(backend=backend)
 
 
 def is_rank_zero() -> bool:

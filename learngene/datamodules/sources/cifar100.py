@@ -25,7 +25,9 @@ def _read_pickle(path: Path) -> dict:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="latin1")
     except (OSError, pickle.UnpicklingError, EOFError) as err:
-        raise DataError(f"CIFAR-100 file {path} is unreadable ({err}); delete it and download again") from None
+        raise DataError(
+            f"CIFAR-100 file {path} is unreadable ({err}); delete it and download again"
+        ) from None
 
 
 def _ensure_present(root: Path, download: bool) -> Path:
@@ -42,7 +44,9 @@ def _ensure_present(root: Path, download: bool) -> Path:
         )
     try:
         root.mkdir(parents=True, exist_ok=True)
-        download_and_extract_archive(CIFAR100.url, str(root), filename=CIFAR100.filename, md5=CIFAR100.tgz_md5)
+        download_and_extract_archive(
+            CIFAR100.url, str(root), filename=CIFAR100.filename, md5=CIFAR100.tgz_md5
+        )
     except Exception as err:  # urllib, socket, checksum and tar errors all mean the same thing here
         raise DataError(
             f"CIFAR-100 is not under {root} and downloading it failed ({type(err).__name__}: {err}); "
@@ -74,7 +78,10 @@ def load_cifar100(
             xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.extend(entry["fine_labels"])
         x = torch.from_numpy(np.concatenate(xs))
-        splits[split] = (resize_uint8(x, image_size) if image_size else x, torch.tensor(ys, dtype=torch.int64))
+        splits[split] = (
+            resize_uint8(x, image_size) if image_size else x,
+            torch.tensor(ys, dtype=torch.int64),
+        )
     return ImageSet(
         name="cifar100",
         x_train=splits["train"][0],

@@ -25,7 +25,9 @@ EXTENSIONS = (".jpg", ".jpeg", ".png")
 def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
     folder = root / split
     if not folder.is_dir():
-        raise DataError(f"image folder {root} has no '{split}/' subfolder; expected {root}/{split}/<class>/*.jpg")
+        raise DataError(
+            f"image folder {root} has no '{split}/' subfolder; expected {root}/{split}/<class>/*.jpg"
+        )
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"image folder {folder} has no class subfolders; expected {folder}/<class>/*.jpg")
@@ -70,11 +72,15 @@ def load_imagefolder(
 ) -> ImageSet:
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder not found: {root}; set data.path to a folder with train/<class>/ and test/<class>/")
+        raise DataError(
+            f"image folder not found: {root}; set data.path to a folder with train/<class>/ and test/<class>/"
+        )
     files = {s: _list_split(root, s) for s in ("train", "test")}
     if list(files["train"]) != list(files["test"]):
         only = sorted(set(files["train"]) ^ set(files["test"]))
-        raise DataError(f"image folder {root}: train/ and test/ must hold the same classes; differing: {only[:5]}")
+        raise DataError(
+            f"image folder {root}: train/ and test/ must hold the same classes; differing: {only[:5]}"
+        )
     class_names = list(files["train"])
     cache_dir = Path(cache_dir).expanduser() if cache_dir else root / ".learngene-cache"
     cache_file = cache_dir / f"{root.name}-{image_size}px-{_cache_key(files, image_size)}.pt"
@@ -97,7 +103,9 @@ def load_imagefolder(
             cache_dir.mkdir(parents=True, exist_ok=True)
             atomic_torch_save(tensors, cache_file)
         except OSError as err:
-            print(f"warning: could not write decode cache {cache_file} ({err}); set data.cache_dir", flush=True)
+            print(
+                f"warning: could not write decode cache {cache_file} ({err}); set data.cache_dir", flush=True
+            )
     if split_groups is None:
         raise DataError("image folder source needs a class split (data.split=ravi | cifar_fs | from_file)")
     return ImageSet(

@@ -42,24 +42,32 @@ def load_npz(path: str | Path, image_size: int | None = None, split_groups=None)
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in REQUIRED_KEYS if k not in f.files]
             if missing:
-                raise DataError(f"{path}: missing keys {missing}; an npz needs {list(REQUIRED_KEYS)} (+ 'split')")
+                raise DataError(
+                    f"{path}: missing keys {missing}; an npz needs {list(REQUIRED_KEYS)} (+ 'split')"
+                )
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a readable .npz file ({err})") from None
     for split in ("train", "test"):
         nx, ny = len(arrays[f"x_{split}"]), len(arrays[f"y_{split}"])
         if nx != ny:
-            raise DataError(f"{path}: x_{split} has {nx} images but y_{split} has {ny} labels; lengths must match")
+            raise DataError(
+                f"{path}: x_{split} has {nx} images but y_{split} has {ny} labels; lengths must match"
+            )
     class_names = [str(c) for c in arrays["class_names"].tolist()]
     if split_groups is not None:
         groups = split_groups(class_names)
     elif "split" in arrays:
         codes = arrays["split"].tolist()
         if len(codes) != len(class_names):
-            raise DataError(f"{path}: 'split' has {len(codes)} entries for {len(class_names)} classes; must match")
+            raise DataError(
+                f"{path}: 'split' has {len(codes)} entries for {len(class_names)} classes; must match"
+            )
         groups = groups_from_codes(codes)
     else:
-        raise DataError(f"{path}: no 'split' key; add one (0 base, 1 open_world, 2 novel per class) or set data.split")
+        raise DataError(
+            f"{path}: no 'split' key; add one (0 base, 1 open_world, 2 novel per class) or set data.split"
+        )
     x_train = _chw(arrays["x_train"], "x_train", path)
     x_test = _chw(arrays["x_test"], "x_test", path)
     if image_size:

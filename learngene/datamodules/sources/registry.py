@@ -17,7 +17,9 @@ SPLITS = ("default", "cifar_fs", "ravi", "from_file")
 
 def _split_from_file(path: str | None) -> Callable[[list[str]], dict[str, list[int]]]:
     if not path:
-        raise ConfigError("data.split=from_file needs data.split_file: a JSON file {open_world: [...], novel: [...]}")
+        raise ConfigError(
+            "data.split=from_file needs data.split_file: a JSON file {open_world: [...], novel: [...]}"
+        )
     p = Path(path).expanduser()
     try:
         spec = json.loads(p.read_text())
@@ -28,7 +30,9 @@ def _split_from_file(path: str | None) -> Callable[[list[str]], dict[str, list[i
     return lambda names: groups_from_names(names, spec.get("open_world", []), spec["novel"], f"from_file:{p}")
 
 
-def split_function(split: str, split_file: str | None = None) -> Callable[[list[str]], dict[str, list[int]]] | None:
+def split_function(
+    split: str, split_file: str | None = None
+) -> Callable[[list[str]], dict[str, list[int]]] | None:
     """The class-group function for ``data.split``; None means the source's own default."""
     if split == "default":
         return None

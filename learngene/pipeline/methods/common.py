@@ -107,7 +107,11 @@ def evaluate_net(ctx: RunContext, net: ConvNet, task: TargetTask) -> float:
 
 
 def train_and_evaluate(
-    ctx: RunContext, build, tasks: list[TargetTask], inherited_blocks: Sequence[int] = (), name: str = "individual"
+    ctx: RunContext,
+    build,
+    tasks: list[TargetTask],
+    inherited_blocks: Sequence[int] = (),
+    name: str = "individual",
 ) -> list[TaskResult]:
     """``build(task) -> ConvNet``: a fresh network per task (never carried over from another task)."""
     icfg = ctx.cfg.individual
@@ -116,5 +120,7 @@ def train_and_evaluate(
         nets = [build(t) for t in group]
         trained, elapsed = train_nets(ctx, nets, group, inherited_blocks, name)
         for t, net in zip(group, trained):
-            results.append(TaskResult(t.seed, t.index, list(t.classes), evaluate_net(ctx, net, t), elapsed / len(group)))
+            results.append(
+                TaskResult(t.seed, t.index, list(t.classes), evaluate_net(ctx, net, t), elapsed / len(group))
+            )
     return gather(results)

@@ -15,12 +15,16 @@ from learngene.pipeline.methods.common import TaskResult, gather, init_seed, my_
 
 
 def _features(ctx: RunContext, net: ConvNet, task: TargetTask) -> tuple[torch.Tensor, torch.Tensor]:
-    train = predict(net, ctx.image_set.x_train[task.train_idx], ctx.augment, 500, ctx.device, features=True).cpu()
+    train = predict(
+        net, ctx.image_set.x_train[task.train_idx], ctx.augment, 500, ctx.device, features=True
+    ).cpu()
     test = predict(net, test_images(ctx, task), ctx.augment, 500, ctx.device, features=True).cpu()
     return train, test
 
 
-def prototype_predict(train: torch.Tensor, y: torch.Tensor, test: torch.Tensor, ways: int, metric: str) -> torch.Tensor:
+def prototype_predict(
+    train: torch.Tensor, y: torch.Tensor, test: torch.Tensor, ways: int, metric: str
+) -> torch.Tensor:
     """Nearest class mean: squared Euclidean distance, or cosine similarity of L2-normalised features."""
     if metric == "cosine":
         train = torch.nn.functional.normalize(train, dim=1)
@@ -53,10 +57,15 @@ def run_linear_probe(ctx: RunContext, net: ConvNet, tasks: list[TargetTask]) -> 
     for t in my_share(tasks):
         start = time.perf_counter()
         train, test = _features(ctx, net, t)
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=init_seed(t) % 2**31))
+        clf = make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=2000, random_state=init_seed(t) % 2**31)
+        )
         clf.fit(train.numpy(), t.train_y.numpy())
         acc = float(np.mean(clf.predict(test.numpy()) == t.test_y.numpy()))
         results.append(TaskResult(t.seed, t.index, list(t.classes), acc, time.perf_counter() - start))
     feat = net.fcs[-1].out_features if len(net.fcs) else net.head.in_features
     frozen = net.num_parameters() - sum(p.numel() for p in net.head.parameters())
-    return gather(results), {"parameters": frozen + feat * tasks[0].ways + tasks[0].ways, "inherited_parameters": frozen}
+    return gather(results), {
+        "parameters": frozen + feat * tasks[0].ways + tasks[0].ways,
+        "inherited_parameters": frozen,
+    }

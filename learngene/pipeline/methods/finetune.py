@@ -13,7 +13,9 @@ from learngene.pipeline.context import RunContext
 from learngene.pipeline.methods.common import TaskResult, init_seed, train_and_evaluate
 
 
-def run_finetune(ctx: RunContext, collective: ConvNet, tasks: list[TargetTask]) -> tuple[list[TaskResult], dict]:
+def run_finetune(
+    ctx: RunContext, collective: ConvNet, tasks: list[TargetTask]
+) -> tuple[list[TaskResult], dict]:
     ways = ctx.cfg.individual.ways
     base = copy.deepcopy(collective).cpu()
 
@@ -27,4 +29,7 @@ def run_finetune(ctx: RunContext, collective: ConvNet, tasks: list[TargetTask]) 
     results = train_and_evaluate(ctx, build, tasks, name="finetune")
     probe = build(tasks[0])
     n = probe.num_parameters()
-    return results, {"parameters": n, "inherited_parameters": n - sum(p.numel() for p in probe.head.parameters())}
+    return results, {
+        "parameters": n,
+        "inherited_parameters": n - sum(p.numel() for p in probe.head.parameters()),
+    }

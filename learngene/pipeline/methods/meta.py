@@ -59,8 +59,16 @@ def run_protonet(ctx: RunContext, lg: Learngene, tasks: list[TargetTask]) -> tup
     module = ProtoNetModule(net, p.ways, p.lr)
     if not done:
         x, eps = _episodes(ctx, "protonet-episodes", p.episodes, p.ways, p.shots, p.queries)
-        meta_time = _meta_train(ctx, "protonet", module, EpisodeLoader(x, eps, ctx.augment, derive_seed(ctx.cfg.seed, "protonet-aug")))
-        atomic_torch_save({"state_dict": net.cpu().state_dict(), "train_time_s": meta_time}, ctx.path("individual", "protonet.pt"))
+        meta_time = _meta_train(
+            ctx,
+            "protonet",
+            module,
+            EpisodeLoader(x, eps, ctx.augment, derive_seed(ctx.cfg.seed, "protonet-aug")),
+        )
+        atomic_torch_save(
+            {"state_dict": net.cpu().state_dict(), "train_time_s": meta_time},
+            ctx.path("individual", "protonet.pt"),
+        )
     net = net.to(ctx.device).eval()
     results = []
     with torch.no_grad():
@@ -75,7 +83,11 @@ def run_protonet(ctx: RunContext, lg: Learngene, tasks: list[TargetTask]) -> tup
             acc = float((torch.cat(preds) == t.test_y).float().mean())
             results.append(TaskResult(t.seed, t.index, list(t.classes), acc, time.perf_counter() - start))
     n = sum(p.numel() for name, p in net.named_parameters() if name.startswith("blocks."))
-    return gather(results), {"parameters": n, "inherited_parameters": 0, "meta_train_time_s": round(meta_time, 2)}
+    return gather(results), {
+        "parameters": n,
+        "inherited_parameters": 0,
+        "meta_train_time_s": round(meta_time, 2),
+    }
 
 
 def run_maml(ctx: RunContext, lg: Learngene, tasks: list[TargetTask]) -> tuple[list[TaskResult], dict]:
@@ -91,7 +103,10 @@ def run_maml(ctx: RunContext, lg: Learngene, tasks: list[TargetTask]) -> tuple[l
         x, eps = _episodes(ctx, "maml-episodes", m.iterations * m.meta_batch, ways, m.shots, m.queries)
         loader = EpisodeLoader(x, eps, ctx.augment, derive_seed(ctx.cfg.seed, "maml-aug"), m.meta_batch)
         meta_time = _meta_train(ctx, "maml", module, loader)
-        atomic_torch_save({"state_dict": net.cpu().state_dict(), "train_time_s": meta_time}, ctx.path("individual", "maml.pt"))
+        atomic_torch_save(
+            {"state_dict": net.cpu().state_dict(), "train_time_s": meta_time},
+            ctx.path("individual", "maml.pt"),
+        )
     module.net = net.to(ctx.device)
     results = []
     for t in my_share(tasks):

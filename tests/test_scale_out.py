@@ -1,0 +1,268 @@
+"""Scale-out paths, tested for real on CPU: W&B offline, sweeps, DDP (torchrun and Lightning's launcher),
+the submitit local launcher and the plain sbatch script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, TINY, compose
+
+from learngene.pipeline.config_check import check_config
+from learngene.pipeline.runner import run_pipeline
+
+RUN_PY = str(ROOT / "experiments" / "run.py")
+
+
+def env(**extra) -> dict:
+    e = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    e.update(extra)
+    return e
+
+
+def run(cmd: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+    )
+    return proc
+
+
+# -- W&B ------------------------------------------------------------------------------------------------
+def _wandb_run_dir(out: Path) -> Path:
+    rid = (out / "wandb_run_id.txt").read_text().strip()
+    dirs = list((out / "wandb").glob(f"offline-run-*-{rid}"))
+    assert len(dirs) == 1, list((out / "wandb").iterdir())
+    return dirs[0]
+
+
+def _records(run_dir: Path, expect: tuple[str, ...] = (), timeout: float = 30.0) -> tuple[bytes, str]:
+    """The offline run's record file (protobuf records: metric and config keys appear verbatim) and debug log.
+
+    W&B's writer process may still be flushing the file for a moment after ``finish`` returns: wait for
+    ``expect`` (bounded).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        data = next(run_dir.glob("run-*.wandb")).read_bytes()
+        if all(k.encode() in data for k in expect) or time.monotonic() > deadline:
+            return data, (run_dir / "logs" / "debug.log").read_text()
+        time.sleep(0.5)
+
+
+def test_wandb_offline_run_holds_config_metrics_and_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose(
+        [*TINY, "logger=wandb", "logger.mode=offline", "baselines.methods=[learngene,prototype]"], tmp_path
+    )
+    run_pipeline(cfg, tmp_path)
+    run_dir = _wandb_run_dir(tmp_path)
+    keys = (
+        "collective/task",
+        "collective/test/avg_acc",
+        "collective/open_world/auroc_msp",
+        "criterion",
+        "individual/test/acc/learngene/5shot",
+        "learngene/window_start",
+        "results",
+        "plots/gradient_heatmap",
+    )
+    records, debug = _records(run_dir, keys)
+    for key in keys:
+        assert key.encode() in records, key
+    assert "got exitcode: 0" in debug
+    assert list((run_dir / "files" / "media" / "table").glob("results_*.table.json"))
+    assert list((run_dir / "files" / "media" / "images" / "plots").rglob("*.png"))
+
+
+def test_wandb_run_is_finished_and_reused_after_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose(
+        [*TINY, "logger=wandb", "logger.mode=offline", "stage=[collective]", "collective.lr=1e12"], tmp_path
+    )
+    from learngene.errors import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError):
+        run_pipeline(cfg, tmp_path)
+    first = _wandb_run_dir(tmp_path)
+    import wandb
+
+    assert wandb.run is None  # finished, not left dangling
+    assert "got exitcode: 1" in _records(first)[1]  # closed cleanly, marked failed
+    # a rerun of the same output directory (resume, requeue) logs to the same W&B run id
+    rid = (tmp_path / "wandb_run_id.txt").read_text().strip()
+    cfg = compose([*TINY, "logger=wandb", "logger.mode=offline", "stage=[collective]"], tmp_path)
+    with pytest.raises(Exception, match="another configuration"):
+        run_pipeline(cfg, tmp_path)
+    assert (tmp_path / "wandb_run_id.txt").read_text().strip() == rid
+
+
+# -- sweeps -------------------------------------------------------------------------------------------------
+SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.yaml"))
+
+
+def agent_command(sweep: dict, values: dict) -> list[str]:
+    """The command line the W&B agent would run for one set of values (wandb's own helpers)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+    args = create_sweep_command_args({"args": {k: {"value": v} for k, v in values.items()}})
+    args.update(env=[], interpreter=[sys.executable], program=[sweep["program"]])
+    out = []
+    for c in create_sweep_command(list(sweep["command"])):
+        c = str(c)
+        out += args[c[2:-1]] if c.startswith("${") and c.endswith("}") else [c]
+    return out
+
+
+def first_values(sweep: dict) -> dict:
+    vals = {}
+    for key, spec in sweep["parameters"].items():
+        vals[key] = spec["values"][0] if "values" in spec else spec.get("min")
+    return vals
+
+
+def logged_metric_names(tmp_path: Path) -> set[str]:
+    """Every metric name the pipeline logs (CSV logger columns of a tiny full run)."""
+    cfg = compose([*TINY, "logger=csv", "baselines.methods=[learngene,scratch]"], tmp_path)
+    run_pipeline(cfg, tmp_path)
+    header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
+    return set(header.split(","))
+
+
+@pytest.fixture(scope="module")
+def logged_names(tmp_path_factory):
+    return logged_metric_names(tmp_path_factory.mktemp("logged"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_sweep_keys_exist_and_its_metric_is_logged(path, finished_run, logged_names, monkeypatch):
+    sweep = yaml.safe_load(path.read_text())
+    assert (ROOT / sweep["program"]).is_file()
+    assert sweep["method"] in ("grid", "random", "bayes")
+    monkeypatch.setenv("LEARNGENE_FROM_RUN", str(finished_run))
+    cmd = agent_command(sweep, first_values(sweep))
+    assert cmd[:2] == [sys.executable, "experiments/run.py"]
+    overrides = cmd[2:]
+    cfg = compose(overrides, finished_run.parent / f"sweep-{path.stem}")
+    check_config(cfg)
+    for key in sweep["parameters"]:
+        assert any(o.startswith(f"{key}=") for o in overrides)
+    name = sweep["metric"]["name"]
+    assert name.replace("10shot", "5shot") in logged_names, (name, sorted(logged_names))
+    if "from_run" in " ".join(overrides):
+        assert f"from_run={finished_run}" in overrides and "collective" not in str(cfg.stage)
+
+
+def test_a_sweep_command_line_runs_as_the_agent_would(finished_run, tmp_path):
+    sweep = yaml.safe_load((ROOT / "experiments" / "sweeps" / "individual_lr_epochs.yaml").read_text())
+    cmd = agent_command(sweep, {"individual.lr": 0.01, "individual.epochs": 2})
+    cmd = [
+        c.replace("${envvar:LEARNGENE_FROM_RUN}", str(finished_run)) for c in cmd
+    ]  # the agent's env expansion
+    tiny = [o for o in TINY if not o.startswith("logger")] + [
+        "logger.mode=offline",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    run(cmd + tiny, env=env(LEARNGENE_FROM_RUN=str(finished_run)))
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert {r["method"] for r in res["tables"]["5"]} == {"learngene", "scratch"}
+    assert res["protocol"]["lr"] == 0.01 and not (tmp_path / "collective").exists()
+
+
+def test_hydra_multirun_through_the_submitit_local_launcher(finished_run, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run([sys.executable, RUN_PY, "-m", "hydra/launcher=local", "criterion.k=2,3", "stage=[learngene]",
+         f"from_run={finished_run}", *TINY, f"hydra.sweep.dir={tmp_path}"], env=env())  # fmt: skip
+    for job, k in (("0", 2), ("1", 3)):
+        info = json.loads((tmp_path / job / "learngene.json").read_text())
+        assert len(info["selected"]["blocks"]) == k
+
+
+def test_sbatch_script_runs_with_srun(tmp_path):
+    """The sbatch script's srun line, run by a stand-in srun on one CPU task with SLURM's variables."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "srun"
+    fake.write_text(
+        '#!/bin/bash\nexport SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 SLURM_NTASKS=1\nexec "$@"\n'
+    )
+    fake.chmod(0o755)
+    out = tmp_path / "run"
+    overrides = [o for o in TINY] + ["stage=[collective,learngene]", "data=digits", "individual.ways=3"]
+    run(["bash", str(ROOT / "scripts" / "slurm" / "learngene.sbatch"), *overrides],
+        env=env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="4242", SLURM_NTASKS_PER_NODE="1",
+                SLURM_NNODES="1", SLURM_JOB_NAME="learngene", RUN_DIR=str(out), ACCEL="cpu", PYTHON=sys.executable,
+                EXP="cifar_fewshot"))  # fmt: skip
+    assert (out / "learngene.pt").is_file() and (out / "collective" / "manifest.json").is_file()
+
+
+# -- data parallel -------------------------------------------------------------------------------------------
+DDP_COMMON = [*TINY, "stage=[collective,learngene,individual,report]", "baselines.methods=[learngene,prototype]",
+              "model.dropout=0.0", "data.augment.crop_padding=0", "criterion.statistic=abs_frac",
+              "budget.collective_tasks=3", "budget.collective_epochs=2", "budget.target_tasks=3",
+              "trainer.accelerator=cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def single_process_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    run_pipeline(compose([*DDP_COMMON, "collective.batch_size=64"], out), out)
+    return out
+
+
+def _stats(out: Path) -> dict:
+    import csv
+
+    with open(out / "gradient_stats.csv") as f:
+        return {
+            (r["task"], r["epoch"], r["layer"], r["statistic"]): float(r["value"]) for r in csv.DictReader(f)
+        }
+
+
+def _check_against_reference(out: Path, ref: Path) -> None:
+    a, b = _stats(out), _stats(ref)
+    assert a.keys() == b.keys()
+    keys = [k for k in a if k[3] in ("abs_frac", "rel_norm")]
+    np.testing.assert_allclose([a[k] for k in keys], [b[k] for k in keys], rtol=2e-3, atol=1e-6)
+    la, lb = (
+        json.loads((out / "learngene.json").read_text()),
+        json.loads((ref / "learngene.json").read_text()),
+    )
+    assert la["selected"]["blocks"] == lb["selected"]["blocks"]
+    assert not list(out.glob(".*.tmp")) and len(list(out.glob("learngene*.pt"))) == 1
+    ra, rb = json.loads((out / "results.json").read_text()), json.loads((ref / "results.json").read_text())
+    for ma, mb in zip(ra["tables"]["5"], rb["tables"]["5"]):
+        assert ma["n"] == mb["n"] == 3  # every process's tasks were gathered before the interval
+        assert ma["method"] == mb["method"]
+        if (
+            ma["method"] == "prototype"
+        ):  # features of the same collective network: identical tasks, same numbers
+            np.testing.assert_allclose(ma["accuracies"], mb["accuracies"], atol=0.02)
+
+
+def test_two_process_torchrun_matches_single_process(single_process_reference, tmp_path):
+    """Per-rank batch 32 x 2 ranks with synchronised BatchNorm = one process with batch 64 on the same samples."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    run([torchrun, "--standalone", "--nproc_per_node=2", RUN_PY, *DDP_COMMON, "trainer=ddp", "trainer.accelerator=cpu",
+         "trainer.sync_batchnorm=true", "collective.batch_size=32", f"hydra.run.dir={tmp_path}"], env=env())  # fmt: skip
+    _check_against_reference(tmp_path, single_process_reference)
+
+
+def test_lightnings_own_launcher_runs_growth_under_ddp(single_process_reference, tmp_path):
+    run([sys.executable, RUN_PY, *DDP_COMMON, "trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true",
+         "collective.batch_size=32", "stage=[collective,learngene]", f"hydra.run.dir={tmp_path}"], env=env())  # fmt: skip
+    manifest = json.loads((tmp_path / "collective" / "manifest.json").read_text())
+    assert [e["task"] for e in manifest["tasks"]] == [0, 1, 2]
+    assert manifest["tasks"][2]["widths"] != manifest["tasks"][0]["widths"]  # grew between tasks under DDP
+    a, b = _stats(tmp_path), _stats(single_process_reference)
+    keys = [k for k in a if k[3] == "abs_frac"]
+    np.testing.assert_allclose([a[k] for k in keys], [b[k] for k in keys], rtol=2e-3, atol=1e-6)
