@@ -1,7 +1,8 @@
 """GradientStatsCallback: the learngene criterion's statistics, gathered while the collective model trains.
 
 After every backward pass (``on_after_backward``: gradients complete, before the optimizer applies
-weight decay, and under DDP already all-reduced, so every process computes identical numbers) the
+weight decay, and under DDP already all-reduced, so every process computes identical numbers; the epoch
+means are also averaged across processes once per epoch) the
 statistics of :mod:`learngene.core.gradient_stats` are computed for every conv block and linear layer
 and summed on the device; no host synchronisation per step. At the end of each epoch the per-epoch
 means R_l(t, e) are moved to the host once, kept in memory and appended to ``gradient_stats.csv``
@@ -39,6 +40,7 @@ class GradientStatsCallback(L.Callback):
         self._sums: torch.Tensor | None = None
         self._count = 0
         self._names: list[tuple[str, str]] = []
+        self.rank_disagreement = 0.0  # max relative gap between a rank's epoch means and the cross-rank mean
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._sums, self._count = None, 0
@@ -64,7 +66,16 @@ class GradientStatsCallback(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._sums is None or self._count == 0:
             return
-        means = (self._sums / self._count).cpu().tolist()
+        means = self._sums / self._count
+        if trainer.world_size > 1:
+            # DDP gradients are already all-reduced, so every rank normally holds the same numbers; the
+            # mean over ranks also covers steps where a strategy skipped the gradient sync (accumulation).
+            local = means
+            means = trainer.strategy.reduce(local.clone(), reduce_op="mean")
+            gap = (local - means).abs().max() / means.abs().max().clamp_min(1e-30)
+            gap = float(trainer.strategy.reduce(gap, reduce_op="max"))
+            self.rank_disagreement = max(self.rank_disagreement, gap)
+        means = means.cpu().tolist()
         epoch = trainer.current_epoch
         new = [
             {

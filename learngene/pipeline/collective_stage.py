@@ -263,7 +263,7 @@ def run_collective(ctx: RunContext) -> ConvNet:
                 relative,
                 channels_last=cfg.trainer.channels_last,
             )
-            callbacks = []
+            callbacks: list = []
             if cfg.callbacks.gradient_stats.enabled:
                 callbacks.append(
                     GradientStatsCallback(
@@ -291,6 +291,8 @@ def run_collective(ctx: RunContext) -> ConvNet:
                     "task": t, "classes": list(stream[t].classes), "widths": net.widths,
                     "block_names": net.block_names, "head_size": net.head.out_features, "growth": growth,
                     "checkpoint": ckpt_rel, "parameters": params[-1], "time_s": round(elapsed, 2),
+                    "processes": trainer.world_size,
+                    "gradient_stats_rank_disagreement": callbacks[0].rank_disagreement if callbacks else None,
                 })  # fmt: skip
                 write_metrics(metrics_path, R, open_world, params, net)
                 atomic_write_json(manifest_path, manifest)
