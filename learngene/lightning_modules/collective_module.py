@@ -28,6 +28,7 @@ class CollectiveModule(L.LightningModule):
         ewc: EWC | None = None,
         relative_classes: int | None = None,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -38,9 +39,12 @@ class CollectiveModule(L.LightningModule):
         self.guard = FiniteLossGuard(f"collective task {task}")
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        # compiled once per task: growth changes shapes, and each task gets a fresh module (kept out of the
+        # module tree so that state dicts and the statistics callback see the plain network)
+        self.__dict__["_forward"] = torch.compile(self.net) if compile else self.net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
+        logits = self.__dict__["_forward"](x)
         return logits[:, : self.relative_classes] if self.relative_classes else logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

@@ -30,6 +30,7 @@ class IndividualModule(L.LightningModule):
         inherited_lr: float | None = None,
         freeze_inherited: bool = False,
         name: str = "individual",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -39,9 +40,10 @@ class IndividualModule(L.LightningModule):
         self.guard = FiniteLossGuard(name)
         if freeze_inherited and self.inherited_blocks:
             net.freeze_blocks(self.inherited_blocks)
+        self.__dict__["_forward"] = torch.compile(net) if compile else net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.__dict__["_forward"](x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch  # (B, T, C, H, W), (B, T)

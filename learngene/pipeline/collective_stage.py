@@ -262,6 +262,7 @@ def run_collective(ctx: RunContext) -> ConvNet:
                 ewc,
                 relative,
                 channels_last=cfg.trainer.channels_last,
+                compile=cfg.trainer.compile,
             )
             callbacks: list = []
             if cfg.callbacks.gradient_stats.enabled:

@@ -127,6 +127,12 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
                     Console(file=sys.stdout, width=140).print(Markdown(to_markdown(result)))
             ctx.timings[stage] = round(time.perf_counter() - start, 1)
             log.info("stage %s done in %.1fs", stage, ctx.timings[stage])
+            if dist.is_rank_zero():
+                from learngene.utils.io import atomic_write_json, read_json
+
+                path = out / "timings.json"
+                previous = read_json(path) if path.exists() else {}
+                atomic_write_json(path, {**previous, **ctx.timings})
     finally:
         failed = sys.exc_info()[0] is not None
         for lg in loggers:

@@ -80,7 +80,7 @@ def train_nets(
         ]
     module = IndividualModule(
         stacked, icfg.lr, icfg.momentum, icfg.weight_decay, inherited_blocks, icfg.inherited_lr,
-        icfg.freeze_inherited, name=f"{name} tasks {[t.key for t in tasks][:3]}",
+        icfg.freeze_inherited, name=f"{name} tasks {[t.key for t in tasks][:3]}", compile=ctx.cfg.trainer.compile,
     )  # fmt: skip
     x = ctx.image_set.x_train.to(device) if ctx.cfg.data.on_device else ctx.image_set.x_train
     loader = TaskBatchLoader(

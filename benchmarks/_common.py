@@ -1,0 +1,54 @@
+"""Shared bits of the benchmark scripts: machine description, data, JSON output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "miniimagenet32.npz"
+
+
+def machine() -> dict:
+    info = {
+        "date": dt.date.today().isoformat(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+    try:
+        info["load_average_1min"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+def image_set(npz: Path | None = None):
+    """Real mini-ImageNet 32 px where present, else scikit-learn's digits (both real images)."""
+    from learngene.datamodules.sources.digits import load_digits
+    from learngene.datamodules.sources.npz import load_npz
+
+    npz = npz or DEFAULT_NPZ
+    return load_npz(npz) if Path(npz).is_file() else load_digits(32)
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+def print_machine(info: dict) -> None:
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    if info.get("load_average_1min", 0) > (info["cpu_count"] or 1) * 0.5:
+        print(
+            f"warning: load average {info['load_average_1min']:.1f} -- other work is running; figures are skewed"
+        )

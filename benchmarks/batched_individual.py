@@ -1,0 +1,93 @@
+"""Batched against one-by-one individual training: the target tasks of one method, trained as one stacked
+model (grouped convolutions) versus one Trainer per task, through the pipeline's own code path.
+
+Both use the same tasks, seeds, initialisations, batches and augmentation, so their accuracies must agree
+(printed). Prints wall time of each and the speed-up (goal >= 3x on CPU).
+
+    .venv/bin/python benchmarks/batched_individual.py                 # a few minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_NPZ, ROOT, machine, print_machine, write_json  # noqa: E402
+
+from learngene.core.artifact import extract_learngene  # noqa: E402
+from learngene.core.convnet import ConvNet, scale_width, vgg_spec  # noqa: E402
+from learngene.core.widening import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
+from learngene.datamodules.target_tasks import make_target_task_grid  # noqa: E402
+from learngene.pipeline.context import RunContext  # noqa: E402
+from learngene.pipeline.methods.inherit import run_inherit  # noqa: E402
+from learngene.pipeline.runner import quiet_libraries  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", type=int, default=5, help="target tasks per seed")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--shots", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--width-mult", type=float, default=0.25)
+    p.add_argument("--npz", default=str(DEFAULT_NPZ))
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    quiet_libraries()
+    data_overrides = (
+        ["data=npz", f"data.path={args.npz}"] if Path(args.npz).is_file() else ["individual.ways=3"]
+    )
+    overrides = [*data_overrides, "logger=none", f"budget.width_mult={args.width_mult}",
+                 f"budget.individual_epochs={args.epochs}", "trainer.accelerator=cpu"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(ROOT / "experiments" / "configs"), version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp/learngene-bench"
+    ctx = RunContext(cfg, "/tmp/learngene-bench")
+    torch.manual_seed(0)
+    m = args.width_mult
+    collective = ConvNet(
+        vgg_spec([scale_width(w, m) for w in PAPER_WIDTHS], hidden=[scale_width(1024, m)] * 2)
+    )
+    for e in parse_schedule(PAPER_SCHEDULE, m):
+        widen(collective, e["block"], e["units"])
+    lg = extract_learngene(collective, 10, 3)
+    tasks = make_target_task_grid(
+        ctx.image_set, args.tasks, cfg.individual.ways, args.shots, list(range(args.seeds))
+    )
+    results, seconds = {}, {}
+    for batched in (False, True):
+        with open_dict(cfg):
+            cfg.individual.batched = batched
+        start = time.perf_counter()
+        results[batched], info = run_inherit(ctx, lg, tasks, inherit=True, name="bench")
+        seconds[batched] = time.perf_counter() - start
+    a = np.array([r.acc for r in results[False]])
+    b = np.array([r.acc for r in results[True]])
+    info_m = machine()
+    print_machine(info_m)
+    print(f"{len(tasks)} target tasks ({cfg.individual.ways}-way {args.shots}-shot), {args.epochs} epochs, "
+          f"individual network {info['parameters'] / 1e6:.2f}M parameters ({ctx.image_set.name})")  # fmt: skip
+    print(f"one by one: {seconds[False]:7.1f} s ({seconds[False] / len(tasks):.2f} s/task)")
+    print(f"batched   : {seconds[True]:7.1f} s ({seconds[True] / len(tasks):.2f} s/task)")
+    print(f"speed-up batched / one-by-one: {seconds[False] / seconds[True]:.2f}x (goal >= 3x)")
+    print(
+        f"accuracies: mean {a.mean():.4f} vs {b.mean():.4f}; max |difference| per task {np.abs(a - b).max():.4f}"
+    )
+    result = {"machine": info_m, "args": vars(args), "seconds": {"one_by_one": seconds[False], "batched": seconds[True]},
+              "speedup": seconds[False] / seconds[True], "max_accuracy_difference": float(np.abs(a - b).max()),
+              "accuracies": {"one_by_one": a.tolist(), "batched": b.tolist()}}  # fmt: skip
+    write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
