@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -24,10 +25,8 @@ def machine() -> dict:
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
-    try:
+    with contextlib.suppress(OSError):
         info["load_average_1min"] = os.getloadavg()[0]
-    except OSError:
-        pass
     return info
 
 
