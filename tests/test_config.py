@@ -97,3 +97,14 @@ def test_cli_reports_an_unknown_experiment_and_a_bad_value(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "error: collective.epochs=0: must be an integer >= 1"
     assert "Traceback" not in bad.stderr
+
+
+def test_from_run_cannot_be_combined_with_training_stage_one(tmp_path):
+    with pytest.raises(ConfigError, match="'collective' cannot be in stage"):
+        check_config(compose([f"from_run={tmp_path}"], tmp_path))
+
+
+def test_fp16_loss_scaling_is_refused_while_gradient_statistics_are_gathered(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.precision='16-mixed'"):
+        check_config(compose(["trainer.precision=16-mixed"], tmp_path))
+    check_config(compose(["trainer.precision=16-mixed", "callbacks.gradient_stats.enabled=false"], tmp_path))

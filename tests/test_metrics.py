@@ -76,3 +76,16 @@ def test_spearman():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2], [1, 2]) is None
     assert spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_open_world_metrics_do_not_saturate_on_large_or_confident_scores():
+    from learngene.core.open_world import auroc
+
+    # energies around 40: a sigmoid would map all of them to 1.0 and report chance
+    assert auroc(torch.tensor([40.0, 41.0, 42.0]), torch.tensor([37.5, 38.0, 39.0])) == 1.0
+    # very confident logits: float32 softmax would give MSP == 1.0 for all of them
+    known = torch.tensor([[60.0, 0.0], [50.0, 0.0]])
+    unknown = torch.tensor([[45.0, 0.0], [30.0, 0.0]])
+    m = open_world_metrics(known, unknown)
+    assert m["auroc_msp"] == 1.0 and m["auroc_energy"] == 1.0
+    assert auroc(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0])) == 0.5  # ties count half

@@ -153,3 +153,19 @@ def test_missing_collective_checkpoint_is_an_error_not_a_random_learngene(tmp_pa
 def test_stage_without_outputs_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="from_run"):
         run_pipeline(compose([*TINY, "stage=[individual]"], tmp_path), tmp_path)
+
+
+def test_stage_three_results_of_other_settings_are_not_reused(finished_run, tmp_path):
+    base = [
+        *TINY,
+        "stage=[learngene,individual,report]",
+        f"from_run={finished_run}",
+        "baselines.methods=[learngene]",
+    ]
+    first = run_pipeline(compose(base, tmp_path), tmp_path)
+    again = run_pipeline(compose(base, tmp_path), tmp_path)  # same settings: reused, identical
+    assert again["tables"]["5"][0]["accuracies"] == first["tables"]["5"][0]["accuracies"]
+    other = run_pipeline(compose([*base, "criterion.window=0"], tmp_path), tmp_path)
+    assert list(tmp_path.glob("individual/results_raw.stale-*.json"))
+    assert other["learngene"]["selected"]["blocks"] == ["conv1", "conv2", "conv3"]
+    assert other["tables"]["5"][0]["parameters"] != first["tables"]["5"][0]["parameters"]

@@ -134,7 +134,7 @@ def logged_metric_names(tmp_path: Path) -> set[str]:
     """Every metric name the pipeline logs (CSV logger columns of a tiny full run)."""
     cfg = compose([*TINY, "logger=csv", "baselines.methods=[learngene,scratch]"], tmp_path)
     run_pipeline(cfg, tmp_path)
-    header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
+    header = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     return set(header.split(","))
 
 

@@ -46,9 +46,11 @@ class EWC:
     @torch.no_grad()
     def consolidate(self, net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     max_samples: int = 512, mode: str = "empirical", chunk: int = 32,
-                    generator: torch.Generator | None = None) -> None:  # fmt: skip
-        """Estimate the diagonal Fisher on (x, y) batches (eval mode, per-sample gradients) and fold it in."""
-        f_t = fisher_diagonal(net, batches, max_samples, mode, chunk, generator)
+                    generator: torch.Generator | None = None, classes: int | None = None) -> None:  # fmt: skip
+        """Estimate the diagonal Fisher on (x, y) batches (eval mode, per-sample gradients) and fold it in.
+
+        ``classes``: use only the first ``classes`` outputs (task-relative labels train on a head slice)."""
+        f_t = fisher_diagonal(net, batches, max_samples, mode, chunk, generator, classes)
         for name, value in f_t.items():
             old = self.fisher.get(name)
             self.fisher[name] = value if old is None else self.gamma * old.to(value.device) + value
@@ -88,8 +90,8 @@ class EWC:
 
 
 def fisher_diagonal(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], max_samples: int = 512,
-                    mode: str = "empirical", chunk: int = 32,
-                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+                    mode: str = "empirical", chunk: int = 32, generator: torch.Generator | None = None,
+                    classes: int | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Mean over samples of the squared per-sample gradient of the log-likelihood (eval mode).
 
     ``empirical``: at the true label. ``sampled``: at a label drawn from the model's softmax (the
@@ -103,21 +105,22 @@ def fisher_diagonal(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
     buffers = {n: b.detach() for n, b in net.named_buffers()}
 
     def nll(p, x, y):
-        out = functional_call(net, (p, buffers), (x[None],))
+        out = functional_call(net, (p, buffers), (x[None],))[:, :classes]
         return torch.nn.functional.cross_entropy(out, y[None])
 
     per_sample = vmap(grad(nll), in_dims=(None, 0, 0))
     total = {n: torch.zeros_like(p) for n, p in params.items()}
+    device = next(iter(params.values())).device
     seen = 0
     with torch.enable_grad():
         for x, y in batches:
             for xs, ys in zip(x.split(chunk), y.split(chunk)):
                 if seen >= max_samples:
                     break
-                xs, ys = xs[: max_samples - seen], ys[: max_samples - seen]
+                xs, ys = xs[: max_samples - seen].to(device), ys[: max_samples - seen].to(device)
                 if mode == "sampled":
                     with torch.no_grad():
-                        probs = net(xs).softmax(-1)
+                        probs = net(xs)[:, :classes].softmax(-1)
                     ys = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(xs.device)
                 g = per_sample(params, xs, ys)
                 for n in total:

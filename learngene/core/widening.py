@@ -77,7 +77,8 @@ class WideningMap:
         return tensor
 
     def fisher(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """Widen a diagonal Fisher value so that it equals the Fisher of the widened network at the same point."""
+        """Widen a diagonal Fisher value so that it equals the Fisher of the widened network at the same point
+        (exactly without symmetry-breaking noise; with noise the copies' incoming weights differ slightly)."""
         return self.transform(name, tensor, kind="fisher")
 
 

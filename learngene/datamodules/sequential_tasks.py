@@ -41,7 +41,8 @@ class SequentialTasksDataModule(L.LightningDataModule):
         self.on_device = on_device
         self.order = head_order(stream)
         self.head_index = {c: i for i, c in enumerate(self.order)}
-        by_class = {c: v.numpy() for c, v in image_set.indices_by_class("train").items()}
+        in_stream = {c for task in stream for c in task.classes}
+        by_class = {c: v.numpy() for c, v in image_set.indices_by_class("train").items() if c in in_stream}
         self.train_idx = train_subset(by_class, train_per_class, seed)
         self.test_idx = {c: v.numpy() for c, v in image_set.indices_by_class("test").items()}
         self.task = 0

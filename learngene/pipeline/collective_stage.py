@@ -277,7 +277,7 @@ def run_collective(ctx: RunContext) -> ConvNet:
             if ewc:
                 ewc.consolidate(
                     net.to(device), dm.fisher_batches(t), c.ewc.fisher_samples, c.ewc.fisher,
-                    generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "fisher", t)),
+                    generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "fisher", t)), classes=relative,
                 )  # fmt: skip
             row, ow = evaluate(net.to(device), dm, t, relative, ctx.augment, device, c.eval_batch_size)
             net = net.to("cpu")

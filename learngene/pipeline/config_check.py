@@ -170,7 +170,6 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "baselines.protonet.lr": real_range(0, lo_open=True),
     "baselines.maml.iterations": int_range(1),
     "baselines.maml.meta_batch": int_range(1),
-    "baselines.maml.ways": int_range(2),
     "baselines.maml.shots": int_range(1),
     "baselines.maml.queries": int_range(1),
     "baselines.maml.inner_lr": real_range(0, lo_open=True),
@@ -251,6 +250,19 @@ def check_config(cfg: DictConfig) -> None:
     from_run = _get(cfg, "from_run")
     if from_run is not None and not Path(str(from_run)).is_dir():
         _fail("from_run", from_run, "must be the output directory of an earlier run (it does not exist)")
+    if from_run is not None and "collective" in stages:
+        _fail(
+            "from_run",
+            from_run,
+            "reuses an earlier collective run, so 'collective' cannot be in stage as well",
+        )
+    if _get(cfg, "trainer.precision") == "16-mixed" and _get(cfg, "callbacks.gradient_stats.enabled"):
+        _fail(
+            "trainer.precision",
+            "16-mixed",
+            "scales the loss, so the gradient statistics would read scaled "
+            "gradients; use bf16-mixed or 32-true (or callbacks.gradient_stats.enabled=false)",
+        )
     if from_run is None and "collective" not in stages and stages[0] != "report":
         out = Path(str(_get(cfg, "paths.output_dir")))
         if not (out / "collective" / "manifest.json").exists():

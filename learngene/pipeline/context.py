@@ -28,6 +28,7 @@ class RunContext:
         self.loggers = loggers or []
         self.source = Path(str(cfg.from_run)) if cfg.get("from_run") else self.out
         self.timings: dict[str, float] = {}
+        self.stage3_digest: str | None = None  # set by the individual stage: keys its caches
 
     # -- data ---------------------------------------------------------------------------------------
     @cached_property

@@ -6,8 +6,12 @@ so a killed run resumes with the next unfinished method.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+
+from omegaconf import OmegaConf
 
 from learngene.core.artifact import extract_learngene, load_learngene
 from learngene.datamodules.target_tasks import make_target_task_grid
@@ -40,11 +44,54 @@ def target_tasks(ctx: RunContext, shots: int):
     )
 
 
+def fingerprint(ctx: RunContext, lg_file) -> dict:
+    """What determines stage 3's numbers (not which methods run, nor whether tasks are batched)."""
+    cfg = ctx.cfg
+    keep = {
+        "individual": OmegaConf.to_container(cfg.individual, resolve=True),
+        "baselines": OmegaConf.to_container(cfg.baselines, resolve=True),
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "seed": cfg.seed,
+        "width_mult": cfg.model.width_mult,
+        "learngene_sha256": hashlib.sha256(lg_file.read_bytes()).hexdigest(),
+    }
+    for key in ("batched", "task_batch"):
+        keep["individual"].pop(key)
+    keep["baselines"].pop("methods")
+    keep["data"].pop("on_device")
+    return {"digest": hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16],
+            "config": keep}  # fmt: skip
+
+
+def load_raw(ctx: RunContext, fp: dict) -> dict:
+    """Finished entries of this configuration; results of another configuration are set aside, not reused."""
+    raw_path = ctx.path(*RAW)
+    if not raw_path.exists():
+        return {"fingerprint": fp, "entries": {}}
+    raw = read_json(raw_path)
+    if raw.get("fingerprint", {}).get("digest") == fp["digest"]:
+        return raw
+    old = raw.get("fingerprint", {}).get("config", {})
+    differ = sorted(k for k in fp["config"] if fp["config"][k] != old.get(k))
+    stale = raw_path.with_name(
+        f"results_raw.stale-{raw.get('fingerprint', {}).get('digest', 'unknown')}.json"
+    )
+    if dist.is_rank_zero():
+        raw_path.replace(stale)
+    dist.barrier()
+    log.warning("individual: earlier results in %s were computed with other settings (%s); moved to %s and "
+                "recomputing", raw_path, ", ".join(differ) or "unknown", stale.name)  # fmt: skip
+    return {"fingerprint": fp, "entries": {}}
+
+
 def run_individual(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     raw_path = ctx.path(*RAW)
-    raw = read_json(raw_path) if raw_path.exists() else {"entries": {}}
-    lg = load_learngene(learngene_path(ctx), cfg.data.image_size, ctx.image_set.channels)
+    lg_file = learngene_path(ctx)
+    lg = load_learngene(lg_file, cfg.data.image_size, ctx.image_set.channels)
+    fp = fingerprint(ctx, lg_file)
+    ctx.stage3_digest = fp["digest"]
+    raw = load_raw(ctx, fp)
     methods = list(cfg.baselines.methods)
     collective = None
     if {"judgement", "finetune", "linear_probe", "prototype"} & set(methods):

@@ -53,7 +53,9 @@ def build_results(ctx: RunContext) -> dict:
     lg_info = read_json(lg_info_path) if lg_info_path.exists() else {}
     metrics_path = ctx.source_path("collective", "metrics.json")
     collective = read_json(metrics_path) if metrics_path.exists() else {}
-    icfg = cfg.individual
+    # the settings the individual stage actually ran with (recorded with its results), else this config's
+    recorded = raw.get("fingerprint", {}).get("config", {}).get("individual")
+    icfg = OmegaConf.create(recorded) if recorded else cfg.individual
     tables, judgement = {}, {}
     window_scores = {w["start"]: w["score"] for w in lg_info.get("scores", {}).get("windows", [])}
     selected = lg_info.get("selected", {}).get("start")

@@ -59,6 +59,12 @@ def check_against_data(ctx: RunContext) -> list[str]:
     return lines
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def make_loggers(cfg: DictConfig, out: Path) -> list:
     kind = cfg.logger.kind
     if kind == "none" or not dist.is_rank_zero():
@@ -66,7 +72,7 @@ def make_loggers(cfg: DictConfig, out: Path) -> list:
     if kind == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
-        return [CSVLogger(save_dir=str(out), name="logs", version="")]
+        return [CSVLogger(save_dir=str(out), name="logs")]  # logs/version_N: a resumed run keeps earlier logs
     from learngene.pipeline.wandb_logging import make_wandb_logger
 
     return [make_wandb_logger(cfg, out)]
@@ -90,8 +96,9 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if "collective" not in cfg.stage:  # stage 3 shards tasks across the launcher's processes
-        dist.ensure_process_group("nccl" if cfg.trainer.accelerator in ("gpu", "cuda") else "gloo")
+    # under torchrun / srun, join the process group up front: stages other than a DDP fit (a resumed,
+    # finished stage 1; stage 3's task sharding and gathering) need it too. Lightning reuses it.
+    dist.ensure_process_group("gloo" if cfg.trainer.accelerator == "cpu" or not _cuda() else "nccl")
     loggers = make_loggers(cfg, out)
     ctx = RunContext(cfg, out, loggers)
     log.info("run %s: seed %d, stages %s, output %s", cfg.exp_name, cfg.seed, list(cfg.stage), out)

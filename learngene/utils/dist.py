@@ -46,6 +46,10 @@ def ensure_process_group(backend: str) -> None:
     if is_dist() or world_size() <= 1 or not dist.is_available():
         return
     os.environ.setdefault("RANK", str(rank()))
+    if backend == "nccl":
+        import torch
+
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend)
 
 

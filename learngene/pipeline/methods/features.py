@@ -15,6 +15,7 @@ from learngene.pipeline.methods.common import TaskResult, gather, init_seed, my_
 
 
 def _features(ctx: RunContext, net: ConvNet, task: TargetTask) -> tuple[torch.Tensor, torch.Tensor]:
+    net = net.to(ctx.device)
     train = predict(
         net, ctx.image_set.x_train[task.train_idx], ctx.augment, 500, ctx.device, features=True
     ).cpu()

@@ -21,26 +21,35 @@ from learngene.lightning_modules.protonet_module import ProtoNetModule, proto_lo
 from learngene.pipeline.context import RunContext
 from learngene.pipeline.methods.common import TaskResult, gather, my_share, test_images
 from learngene.pipeline.methods.inherit import spec_for
+from learngene.utils import dist
 from learngene.utils.io import atomic_torch_save
 from learngene.utils.seeding import derive_seed
 
 log = logging.getLogger("learngene")
 
 
-def _meta_train(ctx: RunContext, name: str, module, loader) -> float:
-    trainer = ctx.make_trainer(1, logger=False, single_device=True)
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader)
-    return time.perf_counter() - start
-
-
-def _cached(ctx: RunContext, name: str, net: ConvNet) -> tuple[bool, float]:
+def _meta_train(ctx: RunContext, name: str, net: ConvNet, module, make_loader) -> float:
+    """Meta-train once (rank 0; cached in individual/<name>.pt for resumes); every rank then loads it."""
     path = ctx.path("individual", f"{name}.pt")
-    if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        load_state_checked(net, state["state_dict"], str(path))
-        return True, float(state.get("train_time_s", 0.0))
-    return False, 0.0
+    digest = getattr(ctx, "stage3_digest", None)
+    if dist.is_rank_zero() and not _cache_valid(path, digest):
+        trainer = ctx.make_trainer(1, logger=False, single_device=True)
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=make_loader())
+        meta_time = time.perf_counter() - start
+        atomic_torch_save(
+            {"state_dict": net.cpu().state_dict(), "train_time_s": meta_time, "digest": digest}, path
+        )
+    dist.barrier()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    load_state_checked(net, state["state_dict"], str(path))
+    return float(state["train_time_s"])
+
+
+def _cache_valid(path, digest) -> bool:
+    if not path.exists():
+        return False
+    return torch.load(path, map_location="cpu", weights_only=True).get("digest") == digest
 
 
 def _episodes(ctx: RunContext, name: str, n: int, ways: int, shots: int, queries: int):
@@ -55,20 +64,13 @@ def run_protonet(ctx: RunContext, lg: Learngene, tasks: list[TargetTask]) -> tup
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(ctx.cfg.seed, "protonet-init"))
         net = ConvNet(spec)
-    done, meta_time = _cached(ctx, "protonet", net)
     module = ProtoNetModule(net, p.ways, p.lr)
-    if not done:
+
+    def loader():
         x, eps = _episodes(ctx, "protonet-episodes", p.episodes, p.ways, p.shots, p.queries)
-        meta_time = _meta_train(
-            ctx,
-            "protonet",
-            module,
-            EpisodeLoader(x, eps, ctx.augment, derive_seed(ctx.cfg.seed, "protonet-aug")),
-        )
-        atomic_torch_save(
-            {"state_dict": net.cpu().state_dict(), "train_time_s": meta_time},
-            ctx.path("individual", "protonet.pt"),
-        )
+        return EpisodeLoader(x, eps, ctx.augment, derive_seed(ctx.cfg.seed, "protonet-aug"))
+
+    meta_time = _meta_train(ctx, "protonet", net, module, loader)
     net = net.to(ctx.device).eval()
     results = []
     with torch.no_grad():
@@ -97,16 +99,13 @@ def run_maml(ctx: RunContext, lg: Learngene, tasks: list[TargetTask]) -> tuple[l
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(ctx.cfg.seed, "maml-init"))
         net = ConvNet(spec)
-    done, meta_time = _cached(ctx, "maml", net)
     module = MamlModule(net, m.inner_lr, m.inner_steps, m.first_order, m.lr)
-    if not done:
+
+    def loader():
         x, eps = _episodes(ctx, "maml-episodes", m.iterations * m.meta_batch, ways, m.shots, m.queries)
-        loader = EpisodeLoader(x, eps, ctx.augment, derive_seed(ctx.cfg.seed, "maml-aug"), m.meta_batch)
-        meta_time = _meta_train(ctx, "maml", module, loader)
-        atomic_torch_save(
-            {"state_dict": net.cpu().state_dict(), "train_time_s": meta_time},
-            ctx.path("individual", "maml.pt"),
-        )
+        return EpisodeLoader(x, eps, ctx.augment, derive_seed(ctx.cfg.seed, "maml-aug"), m.meta_batch)
+
+    meta_time = _meta_train(ctx, "maml", net, module, loader)
     module.net = net.to(ctx.device)
     results = []
     for t in my_share(tasks):
