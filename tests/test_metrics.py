@@ -89,3 +89,18 @@ def test_open_world_metrics_do_not_saturate_on_large_or_confident_scores():
     m = open_world_metrics(known, unknown)
     assert m["auroc_msp"] == 1.0 and m["auroc_energy"] == 1.0
     assert auroc(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0])) == 0.5  # ties count half
+
+
+def test_finite_loss_guard_names_the_first_bad_step_also_when_deferred():
+    from learngene.errors import NonFiniteLossError
+    from learngene.lightning_modules.finite import FiniteLossGuard
+
+    eager = FiniteLossGuard("collective task 2")
+    eager.check(torch.tensor(1.0), 0, 0)
+    with pytest.raises(NonFiniteLossError, match="collective task 2, epoch 1, step 7"):
+        eager.check(torch.tensor(float("nan")), 1, 7)
+    deferred = FiniteLossGuard("individual", every=100, defer=True)  # as on a GPU: no host sync per step
+    for step, value in enumerate([1.0, 2.0, float("inf"), float("nan"), 3.0]):
+        deferred.check(torch.tensor(value), 0, step + 1)
+    with pytest.raises(NonFiniteLossError, match="individual, epoch 0, step 3"):
+        deferred.flush()

@@ -13,13 +13,14 @@ from learngene.errors import NonFiniteLossError
 
 
 class FiniteLossGuard:
-    def __init__(self, where: str, every: int = 50) -> None:
-        self.where, self.every = where, every
+    def __init__(self, where: str, every: int = 50, defer: bool | None = None) -> None:
+        """``defer``: keep the check on the device (default: on accelerators only)."""
+        self.where, self.every, self.defer = where, every, defer
         self._first_bad: torch.Tensor | None = None
         self._epoch_of_bad: torch.Tensor | None = None
 
     def check(self, loss: torch.Tensor, epoch: int, step: int) -> None:
-        if loss.device.type == "cpu":
+        if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
             if not torch.isfinite(loss):
                 self._raise(float(loss.detach()), epoch, step)
             return
@@ -27,8 +28,13 @@ class FiniteLossGuard:
             self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
             self._epoch_of_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
         bad = ~torch.isfinite(loss.detach()) & (self._first_bad < 0)
-        self._first_bad = torch.where(bad, torch.tensor(step, device=loss.device), self._first_bad)
-        self._epoch_of_bad = torch.where(bad, torch.tensor(epoch, device=loss.device), self._epoch_of_bad)
+        # torch.full launches a fill kernel; torch.tensor(step, device=...) would copy from the host and block
+        self._first_bad = torch.where(
+            bad, torch.full((), step, dtype=torch.long, device=loss.device), self._first_bad
+        )
+        self._epoch_of_bad = torch.where(
+            bad, torch.full((), epoch, dtype=torch.long, device=loss.device), self._epoch_of_bad
+        )
         if step % self.every == 0:
             self.flush()
 
