@@ -75,13 +75,20 @@ class ConvBlock(nn.Module):
         self.pools = spec.pools
         self.conv = nn.Conv2d(spec.in_channels, spec.out_channels, 3, padding=1)
         self.bn = nn.BatchNorm2d(spec.out_channels)
+        self.frozen = False  # frozen: BatchNorm uses (and keeps) its running statistics in every mode
 
     @property
     def spec(self) -> BlockSpec:
         return BlockSpec(self.name, self.conv.in_channels, self.conv.out_channels, self.pools)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv(x)))
+        x = self.conv(x)
+        if self.frozen:
+            bn = self.bn
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            x = self.bn(x)
+        x = F.relu(x)
         for _ in range(self.pools):
             x = F.max_pool2d(x, 2)
         return x
@@ -97,6 +104,7 @@ class ConvNet(nn.Module):
         dims = [spec.feature_dim(), *spec.hidden]
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.head = nn.Linear(dims[-1], spec.num_classes)
+        self.dropout_generator: torch.Generator | None = None  # dropout masks from this stream if set
 
     # -- description -------------------------------------------------------------------------------
     @property
@@ -140,7 +148,10 @@ class ConvNet(nn.Module):
         x = self.conv_features(x)
         for fc in self.fcs:
             x = F.relu(fc(x))
-            if self.dropout:
+            if self.dropout and self.training and self.dropout_generator is not None:
+                keep = torch.rand(x.shape, device=x.device, generator=self.dropout_generator) >= self.dropout
+                x = x * keep / (1.0 - self.dropout)
+            elif self.dropout:
                 x = F.dropout(x, self.dropout, self.training)
         return x
 

@@ -1,17 +1,28 @@
 """T networks of one architecture trained at once, as one module (batched individual training).
 
 Target tasks are tiny (50 to 100 images), so per-step overhead dominates when they run one after
-another. :class:`StackedConvNet` holds T :class:`~learngene.core.convnet.ConvNet` s of identical shape
-as grouped convolutions (``groups=T``: task t owns channels [t*C, (t+1)*C)), per-channel BatchNorm
-(so each task keeps its own batch statistics) and batched linear layers. Task t's output depends only
-on task t's parameters and inputs, so training T tasks at once is mathematically the same as training
-them one by one; the test suite checks it numerically. Dropout masks come from per-task generators.
+another. A stack trains T :class:`~learngene.core.convnet.ConvNet` s of identical shape with one
+optimizer, one loader and one Trainer; task t's output depends only on task t's parameters and inputs.
+Two implementations (:func:`stack_nets`, ``mode``):
 
-Inputs are (B, T, C, H, W), outputs (B, T, classes). ``to_nets`` splits the stack back into plain nets.
+- ``loop`` (:class:`LoopedConvNets`, default on CPU): the T networks themselves, run one after another
+  on their slice of the batch. Every tensor and kernel is the one a one-task run uses, so training T
+  tasks stacked is *bitwise* the training of each alone; the saving is the per-task overhead (Trainer,
+  training loop, data, optimizer calls).
+- ``grouped`` (:class:`StackedConvNet`, default on GPU): parameters stacked into single tensors (task t
+  owns conv channels [t*C, (t+1)*C) and row t of every linear layer), one grouped convolution
+  (``groups=T``), one BatchNorm over all channels (per channel, so per task) and one batched matmul per
+  layer: far fewer kernel launches. Equal to one-by-one training up to floating-point rounding; with
+  real images, exact ties inside max-pool windows can turn a 1-ulp difference into a different gradient
+  route, so long runs drift apart like two runs with different cuDNN algorithms.
+
+Dropout masks come from per-task generators. Inputs are (B, T, C, H, W), outputs (B, T, classes);
+``to_nets`` splits the stack back into plain nets.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from learngene.core.convnet import ConvNet, ConvNetSpec
+
+
+MODES = ("loop", "grouped")
 
 
 class StackedBlock(nn.Module):
@@ -29,13 +43,17 @@ class StackedBlock(nn.Module):
         self.bn = nn.BatchNorm2d(tasks * out_channels)
         self.frozen = False
 
+    def _norm(self, x: torch.Tensor, sl: slice) -> torch.Tensor:
+        bn = self.bn
+        # a frozen block keeps its BatchNorm statistics, whatever mode the module is in
+        training = bn.training and not self.frozen
+        return F.batch_norm(x, bn.running_mean[sl], bn.running_var[sl], bn.weight[sl], bn.bias[sl], training,
+                            bn.momentum if training else 0.0, bn.eps)  # fmt: skip
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.frozen:  # a frozen block keeps its BatchNorm statistics, whatever mode the module is in
-            bn = self.bn
-            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        else:
-            x = self.bn(x)
+        x = self._norm(self.conv(x), slice(None))
+        if self.bn.training and not self.frozen:
+            self.bn.num_batches_tracked.add_(1)
         x = F.relu(x)
         for _ in range(self.pools):
             x = F.max_pool2d(x, 2)
@@ -53,6 +71,10 @@ class StackedLinear(nn.Module):
 
 
 class StackedConvNet(nn.Module):
+    """The ``grouped`` stack: one set of stacked tensors and one kernel per layer for all T tasks."""
+
+    mode = "grouped"
+
     def __init__(self, spec: ConvNetSpec, tasks: int) -> None:
         super().__init__()
         self.spec, self.tasks = spec, tasks
@@ -117,6 +139,12 @@ class StackedConvNet(nn.Module):
         return nets
 
     # -- options ------------------------------------------------------------------------------------
+    def block_parameters(self, i: int) -> list[nn.Parameter]:
+        return list(self.blocks[i].parameters())
+
+    def set_dropout_generators(self, generators: list[torch.Generator]) -> None:
+        self.generators = generators
+
     def freeze_blocks(self, indices: Sequence[int]) -> None:
         """Freeze blocks: parameters get no gradient and their BatchNorm keeps its running statistics."""
         for i in indices:
@@ -150,3 +178,55 @@ class StackedConvNet(nn.Module):
         for fc in self.fcs:
             x = self._dropout(F.relu(fc(x)))
         return self.head(x)
+
+
+class LoopedConvNets(nn.Module):
+    """The ``loop`` stack: the T plain networks, each run on its own slice of the batch."""
+
+    mode = "loop"
+
+    def __init__(self, nets: Sequence[ConvNet]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+        self.spec, self.tasks = nets[0].spec, len(nets)
+
+    @classmethod
+    def from_nets(cls, nets: Sequence[ConvNet]) -> LoopedConvNets:
+        for n in nets[1:]:
+            if n.spec != nets[0].spec:
+                raise ValueError("all stacked networks must share one architecture")
+        return cls([copy.deepcopy(n) for n in nets])
+
+    def to_nets(self) -> list[ConvNet]:
+        nets = [copy.deepcopy(n) for n in self.nets]
+        for n in nets:
+            n.dropout_generator = None
+            for b in n.blocks:
+                b.frozen = False
+        return nets
+
+    def block_parameters(self, i: int) -> list[nn.Parameter]:
+        return [p for n in self.nets for p in n.blocks[i].parameters()]
+
+    def set_dropout_generators(self, generators: list[torch.Generator]) -> None:
+        for n, g in zip(self.nets, generators):
+            n.dropout_generator = g
+
+    def freeze_blocks(self, indices: Sequence[int]) -> None:
+        for n in self.nets:
+            for i in indices:
+                n.blocks[i].frozen = True
+                for p in n.blocks[i].parameters():
+                    p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x[:, t]) for t, net in enumerate(self.nets)], 1)
+
+
+def stack_nets(nets: Sequence[ConvNet], mode: str = "loop") -> StackedConvNet | LoopedConvNets:
+    """Stack networks of one architecture for batched training (``mode``: loop | grouped)."""
+    if mode == "loop":
+        return LoopedConvNets.from_nets(nets)
+    if mode == "grouped":
+        return StackedConvNet.from_nets(nets)
+    raise ValueError(f"individual.stacking={mode!r}; valid: {list(MODES)}")

@@ -15,14 +15,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from learngene.core.stacked import StackedConvNet
+from learngene.core.stacked import LoopedConvNets, StackedConvNet
 from learngene.lightning_modules.finite import FiniteLossGuard
 
 
 class IndividualModule(L.LightningModule):
     def __init__(
         self,
-        net: StackedConvNet,
+        net: StackedConvNet | LoopedConvNets,
         lr: float = 0.005,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
@@ -48,7 +48,8 @@ class IndividualModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch  # (B, T, C, H, W), (B, T)
         logits = self(x).float()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)) * self.net.tasks
+        # the sum of each task's mean loss: task t's gradients are exactly those of training it alone
+        loss = sum(F.cross_entropy(logits[:, t], y[:, t]) for t in range(logits.shape[1]))
         self.guard.check(loss, self.current_epoch, self.global_step)
         self.log(
             "individual/train/loss", loss / self.net.tasks, on_step=False, on_epoch=True, batch_size=y.numel()
@@ -59,7 +60,7 @@ class IndividualModule(L.LightningModule):
         self.guard.flush()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        inherited = {id(p) for i in self.inherited_blocks for p in self.net.blocks[i].parameters()}
+        inherited = {id(p) for i in self.inherited_blocks for p in self.net.block_parameters(i)}
         own = [p for p in self.net.parameters() if p.requires_grad and id(p) not in inherited]
         inh = [p for p in self.net.parameters() if p.requires_grad and id(p) in inherited]
         groups = [{"params": own}]

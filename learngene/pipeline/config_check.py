@@ -162,6 +162,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "individual.inherited_lr": real_range(0, none_ok=True),
     "individual.batched": is_bool,
     "individual.task_batch": int_range(1, none_ok=True),
+    "individual.stacking": one_of(("auto", "loop", "grouped")),
     "baselines.prototype_metric": one_of(("euclidean", "cosine")),
     "baselines.protonet.episodes": int_range(1),
     "baselines.protonet.ways": int_range(2),

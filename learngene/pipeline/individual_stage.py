@@ -55,7 +55,7 @@ def fingerprint(ctx: RunContext, lg_file) -> dict:
         "width_mult": cfg.model.width_mult,
         "learngene_sha256": hashlib.sha256(lg_file.read_bytes()).hexdigest(),
     }
-    for key in ("batched", "task_batch"):
+    for key in ("batched", "task_batch", "stacking"):
         keep["individual"].pop(key)
     keep["baselines"].pop("methods")
     keep["data"].pop("on_device")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from learngene.core.convnet import ConvNet
-from learngene.core.stacked import StackedConvNet
+from learngene.core.stacked import stack_nets
 from learngene.datamodules.loaders import TaskBatchLoader, predict
 from learngene.datamodules.target_tasks import TargetTask
 from learngene.lightning_modules.individual_module import IndividualModule
@@ -71,13 +71,17 @@ def train_nets(
     """Train ``nets`` (one per task) on their tasks' shots at once; returns the trained nets and wall time."""
     icfg = ctx.cfg.individual
     device = ctx.device
-    stacked = StackedConvNet.from_nets(nets).to(device)
+    mode = icfg.stacking if icfg.stacking != "auto" else ("grouped" if device.type == "cuda" else "loop")
+    stacked = stack_nets(nets, mode).to(device)
     if ctx.cfg.trainer.channels_last:
         stacked = stacked.to(memory_format=torch.channels_last)
     if stacked.spec.dropout:
-        stacked.generators = [
-            torch.Generator(device=device).manual_seed(derive_seed("dropout", t.seed, t.index)) for t in tasks
-        ]
+        stacked.set_dropout_generators(
+            [
+                torch.Generator(device=device).manual_seed(derive_seed("dropout", t.seed, t.index))
+                for t in tasks
+            ]
+        )
     module = IndividualModule(
         stacked, icfg.lr, icfg.momentum, icfg.weight_decay, inherited_blocks, icfg.inherited_lr,
         icfg.freeze_inherited, name=f"{name} tasks {[t.key for t in tasks][:3]}", compile=ctx.cfg.trainer.compile,
