@@ -31,7 +31,6 @@ from torch import nn
 
 from learngene.core.convnet import ConvNet, ConvNetSpec
 
-
 MODES = ("loop", "grouped")
 
 
