@@ -75,7 +75,7 @@ def test_weighting_last_uses_only_the_last_task():
 
 class _Trainer:
     def __init__(self):
-        self.global_step, self.current_epoch, self.is_global_zero = 0, 0, True
+        self.global_step, self.current_epoch, self.is_global_zero, self.world_size = 0, 0, True, 1
 
 
 class _Module:
