@@ -41,9 +41,17 @@ def launched_externally() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def started_by_external_launcher() -> bool:
+    """torchrun (sets RANK) or srun with several tasks; not Lightning's own launcher, whose children join
+    the process group inside their first ``Trainer.fit``, in step with the parent."""
+    env = os.environ
+    return launched_externally() and ("RANK" in env or int(env.get("SLURM_NTASKS", 1)) > 1)
+
+
 def ensure_process_group(backend: str) -> None:
-    """Join the launcher's process group when a stage needs one before any DDP Trainer created it."""
-    if is_dist() or world_size() <= 1 or not dist.is_available():
+    """Join an external launcher's process group up front, so stages that run before (or without) a DDP
+    Trainer, such as stage 3's task sharding after a finished stage 1, see every process."""
+    if is_dist() or world_size() <= 1 or not dist.is_available() or not started_by_external_launcher():
         return
     os.environ.setdefault("RANK", str(rank()))
     if backend == "nccl":
