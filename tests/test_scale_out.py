@@ -100,7 +100,9 @@ def test_wandb_run_is_finished_and_reused_after_a_failure(tmp_path, monkeypatch)
     assert "got exitcode: 1" in _records(first)[1]  # closed cleanly, marked failed
     # a rerun of the same output directory (resume, requeue) logs to the same W&B run id
     rid = (tmp_path / "wandb_run_id.txt").read_text().strip()
-    run_pipeline(compose([*TINY, "logger=wandb", "logger.mode=offline", "stage=[collective]"], tmp_path), tmp_path)
+    run_pipeline(
+        compose([*TINY, "logger=wandb", "logger.mode=offline", "stage=[collective]"], tmp_path), tmp_path
+    )
     assert (tmp_path / "wandb_run_id.txt").read_text().strip() == rid
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and all(r.name.endswith(rid) for r in runs)
