@@ -47,6 +47,18 @@ def test_paper_individual_network_shape_and_parameter_counts():
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 5)
 
 
+def test_content_digest_ignores_provenance_but_not_tensors(tmp_path):
+    net = small_collective()
+    lg = extract_learngene(net, 2, 3, meta={"code_version": "aaaa", "collective_task": 3})
+    save_learngene(lg, tmp_path / "lg.pt")
+    reloaded = load_learngene(tmp_path / "lg.pt", 16, 3)
+    reloaded.meta["code_version"] = "bbbb"  # a new commit re-extracting the same window
+    assert reloaded.content_digest() == lg.content_digest()
+    reloaded.state[1]["conv.weight"][0, 0, 0, 0] += 1e-3
+    assert reloaded.content_digest() != lg.content_digest()
+    assert extract_learngene(net, 1, 3, meta=lg.meta).content_digest() != lg.content_digest()
+
+
 def test_inherited_tensors_equal_the_artifact_and_every_task_starts_fresh(tmp_path):
     collective = small_collective()
     lg = extract_learngene(collective, 3, 3)

@@ -8,6 +8,8 @@ sidecar ``learngene.json`` (written by the pipeline) holds the criterion's score
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,24 @@ class Learngene:
 
     def num_parameters(self) -> int:
         return sum(v.numel() for st in self.state for k, v in st.items() if k in BLOCK_KEYS[:4])
+
+    def content_digest(self) -> str:
+        """Hash of what the learngene *is* (structure and tensors), not of its provenance.
+
+        Stage 3 keys its cached results on this, so re-extracting the same window after a code
+        commit (which changes ``meta``'s code version) does not throw finished results away.
+        """
+        h = hashlib.sha256()
+        structure = [asdict(b) for b in self.blocks], self.window_start, self.input_size, self.image_channels
+        h.update(
+            json.dumps([structure, self.pools_before, self.meta.get("collective_task")], default=str).encode()
+        )
+        for st in self.state:
+            for key in sorted(st):
+                t = st[key].detach().cpu().contiguous()
+                h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        return h.hexdigest()
 
     def to_dict(self) -> dict:
         return {

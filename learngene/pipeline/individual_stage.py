@@ -44,7 +44,7 @@ def target_tasks(ctx: RunContext, shots: int):
     )
 
 
-def fingerprint(ctx: RunContext, lg_file) -> dict:
+def fingerprint(ctx: RunContext, lg_digest: str) -> dict:
     """What determines stage 3's numbers (not which methods run, nor whether tasks are batched)."""
     cfg = ctx.cfg
     keep = {
@@ -53,7 +53,7 @@ def fingerprint(ctx: RunContext, lg_file) -> dict:
         "data": OmegaConf.to_container(cfg.data, resolve=True),
         "seed": cfg.seed,
         "width_mult": cfg.model.width_mult,
-        "learngene_sha256": hashlib.sha256(lg_file.read_bytes()).hexdigest(),
+        "learngene_digest": lg_digest,
     }
     for key in ("batched", "task_batch", "stacking"):
         keep["individual"].pop(key)
@@ -89,7 +89,7 @@ def run_individual(ctx: RunContext) -> dict:
     raw_path = ctx.path(*RAW)
     lg_file = learngene_path(ctx)
     lg = load_learngene(lg_file, cfg.data.image_size, ctx.image_set.channels)
-    fp = fingerprint(ctx, lg_file)
+    fp = fingerprint(ctx, lg.content_digest())
     ctx.stage3_digest = fp["digest"]
     raw = load_raw(ctx, fp)
     methods = list(cfg.baselines.methods)
