@@ -133,3 +133,23 @@ def test_loading_a_checkpoint_into_other_shapes_names_the_tensor():
     with pytest.raises(CheckpointError, match=r"blocks\.0\.conv\.weight.*\(12, 3, 3, 3\).*\(8, 3, 3, 3\)"):
         load_state_checked(small, big.state_dict(), "task_03.pt")
     load_state_checked(big, copy.deepcopy(big).state_dict(), "ok")  # same shapes load
+
+
+@pytest.mark.slow
+def test_compiled_collective_module_matches_eager_across_a_widening():
+    """``trainer.compile=true``: each task's module compiles afresh and computes what the eager network does."""
+    from learngene.lightning_modules.collective_module import CollectiveModule
+
+    torch.manual_seed(0)
+    net = ConvNet(
+        vgg_spec([4, 4, 6, 6, 8, 8], pool_after=[2, 4, 6], input_size=16, hidden=[16, 16], num_classes=3)
+    )
+    net.eval()
+    x = torch.randn(4, 3, 16, 16)
+    for task in range(2):
+        if task:
+            widen(net, 2, 3, generator=torch.Generator().manual_seed(0))
+        module = CollectiveModule(net, task=task, compile=True)
+        module.eval()
+        with torch.no_grad():
+            assert rel_err(module(x), net(x)) < 1e-4

@@ -39,8 +39,14 @@ class CollectiveModule(L.LightningModule):
         self.guard = FiniteLossGuard(f"collective task {task}")
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        # compiled once per task: growth changes shapes, and each task gets a fresh module (kept out of the
-        # module tree so that state dicts and the statistics callback see the plain network)
+        # compiled once per task, from scratch: growth changes shapes, and keeping dynamo's cache would pile
+        # up recompiles of the same frame until ``recompile_limit`` (8), after which dynamo silently runs
+        # eager -- the paper's schedule widens 11 distinct layers (benchmarks/compile_strategy.py). The
+        # compiled callable stays out of the module tree so state dicts and callbacks see the plain network.
+        if compile:
+            from torch import _dynamo
+
+            _dynamo.reset()
         self.__dict__["_forward"] = torch.compile(self.net) if compile else self.net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
