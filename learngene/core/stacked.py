@@ -32,6 +32,20 @@ from torch import nn
 from learngene.core.convnet import ConvNet, ConvNetSpec
 
 MODES = ("loop", "grouped")
+# per-block tensors concatenated along the channel axis when T networks are stacked
+STACKED_BLOCK_TENSORS = (
+    "conv.weight",
+    "conv.bias",
+    "bn.weight",
+    "bn.bias",
+    "bn.running_mean",
+    "bn.running_var",
+)
+
+
+def _tensor(block: nn.Module, attr: str) -> torch.Tensor:
+    mod, name = attr.split(".")
+    return getattr(getattr(block, mod), name)
 
 
 class StackedBlock(nn.Module):
@@ -95,17 +109,8 @@ class StackedConvNet(nn.Module):
                 raise ValueError("all stacked networks must share one architecture")
         stacked = cls(spec, len(nets)).to(next(nets[0].parameters()).device)
         for i, sb in enumerate(stacked.blocks):
-            for attr in (
-                "conv.weight",
-                "conv.bias",
-                "bn.weight",
-                "bn.bias",
-                "bn.running_mean",
-                "bn.running_var",
-            ):
-                mod, name = attr.split(".")
-                target = getattr(getattr(sb, mod), name)
-                target.copy_(torch.cat([getattr(getattr(n.blocks[i], mod), name) for n in nets]))
+            for attr in STACKED_BLOCK_TENSORS:
+                _tensor(sb, attr).copy_(torch.cat([_tensor(n.blocks[i], attr) for n in nets]))
             sb.bn.num_batches_tracked.copy_(nets[0].blocks[i].bn.num_batches_tracked)
         for j, sl in enumerate([*stacked.fcs, stacked.head]):
             layers = [n.fcs[j] if j < len(n.fcs) else n.head for n in nets]
@@ -117,17 +122,9 @@ class StackedConvNet(nn.Module):
     def to_nets(self) -> list[ConvNet]:
         nets = [ConvNet(self.spec).to(self.head.weight.device) for _ in range(self.tasks)]
         for i, sb in enumerate(self.blocks):
-            for attr in (
-                "conv.weight",
-                "conv.bias",
-                "bn.weight",
-                "bn.bias",
-                "bn.running_mean",
-                "bn.running_var",
-            ):
-                mod, name = attr.split(".")
-                for t, part in enumerate(getattr(getattr(sb, mod), name).chunk(self.tasks)):
-                    getattr(getattr(nets[t].blocks[i], mod), name).copy_(part)
+            for attr in STACKED_BLOCK_TENSORS:
+                for t, part in enumerate(_tensor(sb, attr).chunk(self.tasks)):
+                    _tensor(nets[t].blocks[i], attr).copy_(part)
             for n in nets:
                 n.blocks[i].bn.num_batches_tracked.copy_(sb.bn.num_batches_tracked)
         for j, sl in enumerate([*self.fcs, self.head]):
