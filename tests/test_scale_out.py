@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import ROOT, TINY, compose
 
+from learngene.errors import ConfigError
 from learngene.pipeline.config_check import check_config
 from learngene.pipeline.runner import run_pipeline
 
@@ -303,3 +304,17 @@ def test_lightnings_own_launcher_runs_growth_under_ddp(tmp_path):
     assert [e["task"] for e in manifest["tasks"]] == [0, 1, 2]
     assert all(e["processes"] == 2 for e in manifest["tasks"])
     assert (tmp_path / "learngene.pt").is_file()
+
+
+def test_wandb_mode_follows_wandb_mode_env_and_a_missing_login_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert compose([*TINY, "logger=wandb"], tmp_path).logger.mode == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    cfg = compose([*TINY, "logger=wandb"], tmp_path)
+    assert cfg.logger.mode == "online"
+    with pytest.raises(ConfigError, match="logger.mode=online needs a W&B login"):
+        run_pipeline(cfg, tmp_path)
+    assert not (tmp_path / "collective").exists()  # stopped before any work

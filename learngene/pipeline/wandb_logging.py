@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from learngene.errors import ConfigError
+
 
 def run_id(out: Path) -> str:
     """The W&B run id of this output directory (created once, reused on resume/requeue)."""
@@ -38,7 +40,18 @@ def make_wandb_logger(cfg: DictConfig, out: Path):
         name=f"{cfg.exp_name}-{out.name}",
         job_type="pipeline",
     )
-    define_step_metrics(logger.experiment)
+    import wandb
+
+    try:
+        run = logger.experiment  # starts the run now, before any work, so a missing login stops the run here
+    except wandb.errors.UsageError as err:
+        if "api key" not in str(err).lower():
+            raise
+        raise ConfigError(
+            f"logger.mode={lc.mode} needs a W&B login: run `wandb login` or set WANDB_API_KEY; without a W&B "
+            "server use logger.mode=offline (or WANDB_MODE=offline) and `wandb sync` later"
+        ) from None
+    define_step_metrics(run)
     return logger
 
 
