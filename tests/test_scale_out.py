@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -106,7 +107,8 @@ def test_wandb_run_is_finished_and_reused_after_a_failure(tmp_path, monkeypatch)
     )
     assert (tmp_path / "wandb_run_id.txt").read_text().strip() == rid
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert runs and all(r.name.endswith(rid) for r in runs)
+    # wandb names a second offline run started in the same second "...-<id>-1"
+    assert runs and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{rid}(-\d+)?", r.name) for r in runs)
     assert any("got exitcode: 0" in _records(r)[1] for r in runs)
 
 
