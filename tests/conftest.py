@@ -10,7 +10,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "experiments" / "configs"
-MINI_NPZ = ROOT.parent / "shared" / "data" / "miniimagenet32.npz"
+# the offline mini-ImageNet copy next to the checkout, or wherever LEARNGENE_MINI_NPZ points
+MINI_NPZ = Path(os.environ.get("LEARNGENE_MINI_NPZ", ROOT.parent / "shared" / "data" / "miniimagenet32.npz"))
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
