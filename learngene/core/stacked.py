@@ -43,6 +43,14 @@ STACKED_BLOCK_TENSORS = (
 )
 
 
+def _common_spec(nets: Sequence[ConvNet]):
+    """The one architecture of ``nets``; stacking networks of different shapes is an error."""
+    for n in nets[1:]:
+        if n.spec != nets[0].spec:
+            raise ValueError("all stacked networks must share one architecture")
+    return nets[0].spec
+
+
 def _tensor(block: nn.Module, attr: str) -> torch.Tensor:
     mod, name = attr.split(".")
     return getattr(getattr(block, mod), name)
@@ -103,10 +111,7 @@ class StackedConvNet(nn.Module):
     @classmethod
     @torch.no_grad()
     def from_nets(cls, nets: Sequence[ConvNet]) -> StackedConvNet:
-        spec = nets[0].spec
-        for n in nets[1:]:
-            if n.spec != spec:
-                raise ValueError("all stacked networks must share one architecture")
+        spec = _common_spec(nets)
         stacked = cls(spec, len(nets)).to(next(nets[0].parameters()).device)
         for i, sb in enumerate(stacked.blocks):
             for attr in STACKED_BLOCK_TENSORS:
@@ -188,9 +193,7 @@ class LoopedConvNets(nn.Module):
 
     @classmethod
     def from_nets(cls, nets: Sequence[ConvNet]) -> LoopedConvNets:
-        for n in nets[1:]:
-            if n.spec != nets[0].spec:
-                raise ValueError("all stacked networks must share one architecture")
+        _common_spec(nets)
         return cls([copy.deepcopy(n) for n in nets])
 
     def to_nets(self) -> list[ConvNet]:
