@@ -29,18 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learngene.core.artifact import BLOCK_KEYS
 from learngene.core.convnet import ConvNet, ConvNetSpec
 
 MODES = ("loop", "grouped")
-# per-block tensors concatenated along the channel axis when T networks are stacked
-STACKED_BLOCK_TENSORS = (
-    "conv.weight",
-    "conv.bias",
-    "bn.weight",
-    "bn.bias",
-    "bn.running_mean",
-    "bn.running_var",
-)
+# per-block tensors concatenated along the channel axis when T networks are stacked (every block tensor
+# but the BatchNorm step counter, which is one scalar shared by the stack)
+STACKED_BLOCK_TENSORS = tuple(k for k in BLOCK_KEYS if k != "bn.num_batches_tracked")
 
 
 def _common_spec(nets: Sequence[ConvNet]):

@@ -87,8 +87,7 @@ def load_raw(ctx: RunContext, fp: dict) -> dict:
 def run_individual(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     raw_path = ctx.path(*RAW)
-    lg_file = learngene_path(ctx)
-    lg = load_learngene(lg_file, cfg.data.image_size, ctx.image_set.channels)
+    lg = load_learngene(learngene_path(ctx), cfg.data.image_size, ctx.image_set.channels)
     fp = fingerprint(ctx, lg.content_digest())
     ctx.stage3_digest = fp["digest"]
     raw = load_raw(ctx, fp)
