@@ -169,3 +169,23 @@ def test_stage_three_results_of_other_settings_are_not_reused(finished_run, tmp_
     assert list(tmp_path.glob("individual/results_raw.stale-*.json"))
     assert other["learngene"]["selected"]["blocks"] == ["conv1", "conv2", "conv3"]
     assert other["tables"]["5"][0]["parameters"] != first["tables"]["5"][0]["parameters"]
+
+
+def test_meta_training_is_cached_for_its_settings_only(finished_run, tmp_path):
+    base = [
+        *TINY,
+        "stage=[learngene,individual,report]",
+        f"from_run={finished_run}",
+        "baselines.methods=[protonet]",
+    ]
+    first = run_pipeline(compose(base, tmp_path), tmp_path)
+    cache = tmp_path / "individual" / "protonet.pt"
+    saved = torch.load(cache, weights_only=True)
+    (tmp_path / "individual" / "results_raw.json").unlink()  # killed after meta-training, before the results
+    again = run_pipeline(compose(base, tmp_path), tmp_path)
+    assert (
+        torch.load(cache, weights_only=True)["train_time_s"] == saved["train_time_s"]
+    )  # reused, not retrained
+    assert again["tables"]["5"][0]["accuracies"] == first["tables"]["5"][0]["accuracies"]
+    run_pipeline(compose([*base, "baselines.protonet.lr=0.01"], tmp_path), tmp_path)
+    assert torch.load(cache, weights_only=True)["digest"] != saved["digest"]  # other settings: retrained

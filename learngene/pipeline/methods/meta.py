@@ -31,25 +31,29 @@ log = logging.getLogger("learngene")
 def _meta_train(ctx: RunContext, name: str, net: ConvNet, module, make_loader) -> float:
     """Meta-train once (rank 0; cached in individual/<name>.pt for resumes); every rank then loads it."""
     path = ctx.path("individual", f"{name}.pt")
-    digest = getattr(ctx, "stage3_digest", None)
-    if dist.is_rank_zero() and not _cache_valid(path, digest):
-        trainer = ctx.make_trainer(1, logger=False, single_device=True)
-        start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=make_loader())
-        meta_time = time.perf_counter() - start
-        atomic_torch_save(
-            {"state_dict": net.cpu().state_dict(), "train_time_s": meta_time, "digest": digest}, path
-        )
+    state = None
+    if dist.is_rank_zero():
+        state = _current_cache(path, ctx.stage3_digest)
+        if state is None:
+            trainer = ctx.make_trainer(1, logger=False, single_device=True)
+            start = time.perf_counter()
+            trainer.fit(module, train_dataloaders=make_loader())
+            state = {"state_dict": net.cpu().state_dict(), "train_time_s": time.perf_counter() - start,
+                     "digest": ctx.stage3_digest}  # fmt: skip
+            atomic_torch_save(state, path)
     dist.barrier()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state is None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     load_state_checked(net, state["state_dict"], str(path))
     return float(state["train_time_s"])
 
 
-def _cache_valid(path, digest) -> bool:
+def _current_cache(path, digest: str | None) -> dict | None:
+    """The cached meta-trained state if it was trained for this stage-3 configuration, else None."""
     if not path.exists():
-        return False
-    return torch.load(path, map_location="cpu", weights_only=True).get("digest") == digest
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if state.get("digest") == digest else None
 
 
 def _episodes(ctx: RunContext, name: str, n: int, ways: int, shots: int, queries: int):
