@@ -32,8 +32,8 @@ def machine() -> dict:
 
 def image_set(npz: Path | None = None):
     """Real mini-ImageNet 32 px where present, else scikit-learn's digits (both real images)."""
-    from learngene.datamodules.sources.digits import load_digits
-    from learngene.datamodules.sources.npz import load_npz
+    from learngene_core.data.sources.digits import load_digits
+    from learngene_core.data.sources.npz import load_npz
 
     npz = npz or DEFAULT_NPZ
     return load_npz(npz) if Path(npz).is_file() else load_digits(32)

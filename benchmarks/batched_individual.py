@@ -23,13 +23,13 @@ from omegaconf import open_dict
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_NPZ, ROOT, machine, print_machine, write_json  # noqa: E402
 
-from learngene.core.artifact import extract_learngene  # noqa: E402
-from learngene.core.convnet import ConvNet, scale_width, vgg_spec  # noqa: E402
-from learngene.core.widening import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
-from learngene.datamodules.target_tasks import make_target_task_grid  # noqa: E402
-from learngene.pipeline.context import RunContext  # noqa: E402
-from learngene.pipeline.methods.inherit import run_inherit  # noqa: E402
-from learngene.pipeline.runner import quiet_libraries  # noqa: E402
+from experiments.methods.inherit import run_inherit  # noqa: E402
+from experiments.pipeline.context import RunContext  # noqa: E402
+from experiments.pipeline.runner import quiet_libraries  # noqa: E402
+from learngene_core.artifact import extract_learngene  # noqa: E402
+from learngene_core.backbones.vgg import BlockNet, scale_width, vgg_spec  # noqa: E402
+from learngene_core.data.target_tasks import make_target_task_grid  # noqa: E402
+from learngene_core.growth import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     ctx = RunContext(cfg, "/tmp/learngene-bench")
     torch.manual_seed(0)
     m = args.width_mult
-    collective = ConvNet(
+    collective = BlockNet(
         vgg_spec([scale_width(w, m) for w in PAPER_WIDTHS], hidden=[scale_width(1024, m)] * 2)
     )
     for e in parse_schedule(PAPER_SCHEDULE, m):

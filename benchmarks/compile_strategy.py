@@ -36,13 +36,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_machine, write_json  # noqa: E402
 
-from learngene.core.convnet import ConvNet, scale_width, vgg_spec  # noqa: E402
-from learngene.core.widening import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
+from learngene_core.backbones.vgg import BlockNet, scale_width, vgg_spec  # noqa: E402
+from learngene_core.growth import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
 
 STRATEGIES = ("eager", "reset", "recompile")
 
 
-def run(strategy: str, base: ConvNet, batches, args) -> dict:
+def run(strategy: str, base: BlockNet, batches, args) -> dict:
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
     p.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one strategy, in a child process
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
-    base = ConvNet(vgg_spec([scale_width(w, args.width_mult) for w in PAPER_WIDTHS], num_classes=5,
+    base = BlockNet(vgg_spec([scale_width(w, args.width_mult) for w in PAPER_WIDTHS], num_classes=5,
                             hidden=[scale_width(1024, args.width_mult)] * 2, dropout=0.0))  # fmt: skip
     batches = [(torch.randn(args.batch_size, 3, 32, 32), torch.randint(0, 5, (args.batch_size,)))
                for _ in range(args.steps)]  # fmt: skip

@@ -137,7 +137,7 @@ def bench_pil(folder: Path, args) -> dict:
 
 def load_ours(folder: Path, args) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The folder decoded into uint8 by the suite's image-folder source (then once more from its cache)."""
-    from learngene.datamodules.sources.imagefolder import load_imagefolder
+    from learngene_core.data.sources.imagefolder import load_imagefolder
 
     def split(names):
         return {"base": list(range(len(names) - 1)), "open_world": [], "novel": [len(names) - 1]}
@@ -153,8 +153,8 @@ def load_ours(folder: Path, args) -> tuple[torch.Tensor, torch.Tensor, dict]:
 
 
 def bench_ours(x: torch.Tensor, y: torch.Tensor, threads: int, args) -> dict:
-    from learngene.datamodules.augmentation import BatchAugment
-    from learngene.datamodules.loaders import TensorBatchLoader
+    from learngene_core.data.augmentation import BatchAugment
+    from learngene_core.data.loaders import TensorBatchLoader
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

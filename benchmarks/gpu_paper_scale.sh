@@ -5,7 +5,7 @@
 # Writes every timing and accuracy to one JSON file ($OUT_JSON).
 #
 #   bash benchmarks/gpu_paper_scale.sh                                  # CIFAR-100 under data/cifar100
-#   DATA="data=npz data.path=/data/miniimagenet32.npz" bash benchmarks/gpu_paper_scale.sh
+#   DATA="data=npz data.path=../shared/data/cifar100.npz" bash benchmarks/gpu_paper_scale.sh
 #   TINY=1 bash benchmarks/gpu_paper_scale.sh      # tiny budget on CPU (digits unless DATA is set): checks it works
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +24,13 @@ methods="[learngene,scratch,finetune,linear_probe,prototype,protonet,maml]"
 [ "$JUDGEMENT" = 1 ] && methods="[learngene,scratch,judgement,finetune,linear_probe,prototype,protonet,maml]"
 
 args=(+exp=cifar_fewshot budget=paper budget.target_tasks=10 budget.seeds=[0]
-      "baselines.methods=$methods" logger=csv "hydra.run.dir=$RUN_DIR")
+      "methods=$methods" logger=csv "paths.output_dir=$RUN_DIR")
 # shellcheck disable=SC2206
 args+=($DATA)
 if [ "${TINY:-0}" = 1 ]; then
   args+=(trainer=cpu budget.collective_tasks=3 budget.collective_epochs=1 budget.width_mult=0.0625
          budget.target_tasks=2 budget.individual_epochs=2 budget.meta_episodes=4 budget.maml_iterations=2
-         model.hidden=[64,64] individual.hidden=[64,64])
+         model.net.hidden=[64,64] individual.hidden=[64,64])
 else
   args+=(trainer=gpu)
 fi
@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 run, out, start, end = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 res = json.loads((run / "results.json").read_text())
-manifest = json.loads((run / "collective" / "manifest.json").read_text())
+manifest = json.loads((run / "collective" / "seed_0" / "manifest.json").read_text())
 payload = {
     "wall_time_s": round(end - start, 1),
     "stage_time_s": json.loads((run / "timings.json").read_text()),
@@ -53,10 +53,10 @@ payload = {
     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     "torch": torch.__version__, "python": platform.python_version(),
     "budget": res["budget"], "protocol": res["protocol"], "learngene": res["learngene"],
-    "accuracy": {shots: {r["method"]: {"mean": r["mean"], "ci95": r["ci95"], "n": r["n"],
+    "accuracy": {shots: {r["method"]: {"mean": r["mean"], "ci95": r["ci95"], "n": r["n"], "paired": r["paired"],
                                        "train_time_s": r["train_time_s"]} for r in rows}
                  for shots, rows in res["tables"].items()},
-    "collective": {k: res["collective"][k] for k in ("final_average_accuracy", "backward_transfer", "forgetting")},
+    "collective": res["collective"]["per_seed"]["0"],
     "run_dir": str(run),
 }
 out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import image_set, machine, print_machine, write_json  # noqa: E402
+from callbacks.gradient_stats import GradientStatsCallback  # noqa: E402
 
-from learngene.callbacks.gradient_stats import GradientStatsCallback  # noqa: E402
-from learngene.core.convnet import ConvNet, scale_width, vgg_spec  # noqa: E402
-from learngene.core.widening import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
-from learngene.datamodules.augmentation import BatchAugment  # noqa: E402
-from learngene.datamodules.loaders import TensorBatchLoader  # noqa: E402
-from learngene.lightning_modules.collective_module import CollectiveModule  # noqa: E402
+from learngene_core.backbones.vgg import BlockNet, scale_width, vgg_spec  # noqa: E402
+from learngene_core.data.augmentation import BatchAugment  # noqa: E402
+from learngene_core.data.loaders import TensorBatchLoader  # noqa: E402
+from learngene_core.growth import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
+from lightning_modules.collective_module import CollectiveModule  # noqa: E402
 
 
 def run(net, x, y, args, with_stats: bool) -> float:
@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     data = image_set()
     x, y = data.x_train[: args.images], data.y_train[: args.images] % 5
     torch.manual_seed(0)
-    base = ConvNet(vgg_spec([scale_width(w, args.width_mult) for w in PAPER_WIDTHS], num_classes=5,
+    base = BlockNet(vgg_spec([scale_width(w, args.width_mult) for w in PAPER_WIDTHS], num_classes=5,
                             hidden=[scale_width(1024, args.width_mult)] * 2))  # fmt: skip
     if args.grown:
         for e in parse_schedule(PAPER_SCHEDULE, args.width_mult):

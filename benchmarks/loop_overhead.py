@@ -25,11 +25,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import image_set, machine, print_machine, write_json  # noqa: E402
 
-from learngene.core.convnet import ConvNet, scale_width, vgg_spec  # noqa: E402
-from learngene.core.widening import PAPER_WIDTHS  # noqa: E402
-from learngene.datamodules.augmentation import BatchAugment  # noqa: E402
-from learngene.datamodules.loaders import TensorBatchLoader  # noqa: E402
-from learngene.lightning_modules.collective_module import CollectiveModule  # noqa: E402
+from learngene_core.backbones.vgg import BlockNet, scale_width, vgg_spec  # noqa: E402
+from learngene_core.data.augmentation import BatchAugment  # noqa: E402
+from learngene_core.data.loaders import TensorBatchLoader  # noqa: E402
+from learngene_core.growth import PAPER_WIDTHS  # noqa: E402
+from lightning_modules.collective_module import CollectiveModule  # noqa: E402
 
 
 class LossRecorder(L.Callback):
@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     )
     x, y = data.x_train[idx], data.y_train[idx]
     torch.manual_seed(args.seed)
-    base = ConvNet(vgg_spec([scale_width(w, args.width_mult) for w in PAPER_WIDTHS], num_classes=args.classes,
+    base = BlockNet(vgg_spec([scale_width(w, args.width_mult) for w in PAPER_WIDTHS], num_classes=args.classes,
                             hidden=[scale_width(1024, args.width_mult)] * 2, dropout=0.0))  # fmt: skip
     times = {"lightning": [], "plain": []}
     losses = {}

@@ -10,8 +10,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "experiments" / "configs"
-# the offline mini-ImageNet copy next to the checkout, or wherever LEARNGENE_MINI_NPZ points
-MINI_NPZ = Path(os.environ.get("LEARNGENE_MINI_NPZ", ROOT.parent / "shared" / "data" / "miniimagenet32.npz"))
+# the offline CIFAR-100 copy (CIFAR-FS split) next to the checkout, or wherever LEARNGENE_CIFAR_NPZ points
+CIFAR_NPZ = Path(os.environ.get("LEARNGENE_CIFAR_NPZ", ROOT.parent / "shared" / "data" / "cifar100.npz"))
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -20,17 +20,19 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture
-def mini_npz() -> Path:
-    """The real mini-ImageNet 32 px arrays (shared/data); tests using it skip where it is absent."""
-    if not MINI_NPZ.is_file():
-        pytest.skip(f"{MINI_NPZ} not present (offline mini-ImageNet copy)")
-    return MINI_NPZ
+def cifar_npz() -> Path:
+    """The real CIFAR-100 arrays with the CIFAR-FS split (shared/data); tests using it skip where it is absent."""
+    if not CIFAR_NPZ.is_file():
+        pytest.skip(
+            f"{CIFAR_NPZ} not present (offline CIFAR-100 copy; set LEARNGENE_CIFAR_NPZ to point at one)"
+        )
+    return CIFAR_NPZ
 
 
 def make_image_set(num_classes: int = 12, per_class_train: int = 24, per_class_test: int = 8, size: int = 32,
                    groups: dict | None = None, seed: int = 0):  # fmt: skip
     """A small ImageSet whose classes are separable (class-dependent colour blobs plus noise)."""
-    from learngene.datamodules.image_set import ImageSet
+    from learngene_core.data.image_set import ImageSet
 
     g = torch.Generator().manual_seed(seed)
 
@@ -92,7 +94,7 @@ TINY = [
     "budget.fisher_samples=16",
     "individual.shots=[5]",
     "individual.hidden=[64,64]",
-    "model.hidden=[64,64]",
+    "model.net.hidden=[64,64]",
 ]
 
 
@@ -104,7 +106,7 @@ def tiny_overrides() -> list[str]:
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
     """A finished tiny collective + learngene run directory, for tests that reuse stage 1 (from_run)."""
-    from learngene.pipeline.runner import run_pipeline
+    from experiments.pipeline.runner import run_pipeline
 
     out = tmp_path_factory.mktemp("finished_run")
     run_pipeline(compose([*TINY, "stage=[collective,learngene]"], out), out)

@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import ROOT, compose
 
-from learngene.errors import ConfigError
-from learngene.pipeline.config_check import check_config
+from experiments.pipeline.config_check import check_config
+from learngene_core.errors import ConfigError
 
 
 @pytest.mark.parametrize("exp", [None, "cifar_fewshot", "miniimagenet_fewshot"])
@@ -30,10 +30,11 @@ def test_every_experiment_and_budget_composes_and_checks(exp, budget, tmp_path):
 
 def test_paper_budget_values_of_the_cifar_experiment(tmp_path):
     cfg = compose(["+exp=cifar_fewshot"], tmp_path)
-    assert cfg.data.source == "cifar100" and cfg.budget.name == "paper"
+    assert cfg.data.source._target_.endswith("load_cifar100") and cfg.budget.name == "paper"
     assert (cfg.collective.n_tasks, cfg.collective.epochs, cfg.collective.batch_size) == (21, 100, 64)
     assert cfg.collective.lr == 0.001 and cfg.collective.classes_per_task == 5
     assert cfg.model.width_mult == 1.0 and len(cfg.model.growth.schedule) == 20
+    assert cfg.collective.optimizer.lr == 0.001 and cfg.collective.optimizer.momentum == 0.9
     assert (cfg.individual.n_tasks, cfg.individual.epochs, cfg.individual.lr, cfg.individual.batch_size) == (
         5,
         30,
@@ -46,7 +47,7 @@ def test_paper_budget_values_of_the_cifar_experiment(tmp_path):
 
 def test_budget_and_data_overrides_win_over_the_experiment(tmp_path):
     cfg = compose(["+exp=miniimagenet_fewshot", "budget=small", "data=npz", "data.path=x.npz"], tmp_path)
-    assert cfg.data.source == "npz" and cfg.data.path == "x.npz"
+    assert cfg.data.source._target_.endswith("load_npz") and cfg.data.source.path == "x.npz"
     assert cfg.individual.n_tasks == 5 and cfg.collective.epochs == cfg.budget.collective_epochs
     assert compose(["+exp=miniimagenet_fewshot", f"data.path={tmp_path}"], tmp_path).individual.n_tasks == 10
 
@@ -55,10 +56,11 @@ def test_budget_and_data_overrides_win_over_the_experiment(tmp_path):
     ("override", "message"),
     [
         ("collective.epochs=0", r"collective.epochs=0: must be an integer >= 1"),
-        ("criterion.statistic=magic", r"criterion.statistic='magic': valid values are \['signed_frac'"),
+        ("criterion.statistic=magic", r"criterion.statistic='magic': valid values are \['paper_signed_frac'"),
         ("stage=[individual,collective]", r"stage=.*pipeline order"),
         ("stage=[collective,train]", r"'train' is not a stage"),
-        ("baselines.methods=[learngene,knn]", r"'knn' is not a method"),
+        ("+methods.learngene.x=1", r"methods.learngene.x is not a key of method 'learngene'"),
+        ("+methods.protonet.episodez=3", r"methods.protonet.episodez .*did you mean 'episodes'"),
         ("individual.lr=-1", r"individual.lr=-1: must be a number > 0"),
         ("model.growth.schedule=[[20,64]]", r"model.growth.schedule\[0\]"),
         ("collective.labels=relative", r"collective.head='growing'"),
@@ -77,6 +79,92 @@ def test_missing_npz_path_is_reported(tmp_path):
     cfg = compose(["data=npz"], tmp_path)
     with pytest.raises(ConfigError, match=r"data.path is required"):
         check_config(cfg)
+
+
+def test_an_unregistered_method_is_named(tmp_path):
+    cfg = compose(["methods=[learngene]"], tmp_path)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.methods.knn = {}
+    with pytest.raises(ConfigError, match=r"'knn' is not a registered method"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("group", ["data", "model", "trainer", "logger", "callbacks", "methods"])
+def test_every_swappable_part_is_built_from_a_target(group):
+    """Every config file of a swappable group names what it builds with ``_target_`` (the file that
+    deliberately builds nothing -- logger=none, callbacks=none -- and judgement/learngene/... aside)."""
+    folder = ROOT / "experiments" / "configs" / group
+    plain = {"none.yaml", "many.yaml", "cpu.yaml", "ddp.yaml", "gpu.yaml"} | (
+        {"learngene.yaml", "scratch.yaml", "judgement.yaml", "finetune.yaml", "linear_probe.yaml", "prototype.yaml"}
+        if group == "methods" else set()
+    )  # fmt: skip
+    files = sorted(folder.glob("*.yaml"))
+    assert files
+    for f in files:
+        if f.name not in plain:
+            assert "_target_:" in f.read_text(), f
+    run = (ROOT / "experiments" / "configs" / "run.yaml").read_text()
+    assert run.count("_target_:") >= 4  # the per-task optimizers and LightningModules of both stages
+
+
+def test_trainer_flags_pass_through_and_unknown_ones_are_refused(tmp_path):
+    from experiments.pipeline.context import RunContext
+
+    cfg = compose(["+trainer.gradient_clip_val=0.5", "trainer.accelerator=cpu"], tmp_path)
+    check_config(cfg)
+    trainer = RunContext(cfg, tmp_path).make_trainer(1)
+    assert trainer.gradient_clip_val == 0.5
+    with pytest.raises(ConfigError, match=r"trainer.gradient_clip_vall is not a parameter of .*Trainer.*did you mean "
+                       r"'gradient_clip_val'"):  # fmt: skip
+        check_config(compose(["+trainer.gradient_clip_vall=0.5"], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+collective.epochz=3", r"collective.epochz is not a key the suite reads.*did you mean 'epochs'"),
+        ("+criterion.stat=x", r"criterion.stat is not a key"),
+        ("+model.net.widthz=[1]", r"model.net.widthz is not a parameter of .*vgg"),
+        (
+            "+collective.optimizer.momentun=0.5",
+            r"collective.optimizer.momentun is not a parameter of torch.optim.SGD",
+        ),
+        ("+whatever=1", r"whatever is not a key the suite reads"),
+        (
+            "+callbacks.nope._target_=lightning.pytorch.callbacks.Nope",
+            r"callbacks.nope._target_=.*cannot be imported",
+        ),
+    ],
+)
+def test_keys_the_suite_would_ignore_are_refused(override, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose([override], tmp_path))
+
+
+def test_a_lightning_callback_from_the_command_line_is_used(tmp_path):
+    from experiments.pipeline.collective.fit import make_callbacks
+    from experiments.pipeline.context import RunContext
+
+    cfg = compose(
+        ["+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor"], tmp_path
+    )
+    check_config(cfg)
+    cbs = make_callbacks(RunContext(cfg, tmp_path), 0, tmp_path / "g.csv", None, None, None)
+    assert [type(c).__name__ for c in cbs] == ["CriterionStatsCallback", "LearningRateMonitor"]
+
+
+def test_optimized_metric_names_the_sweep_objective(tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from run import sweep_objective
+
+    cfg = compose(["individual.shots=[5,10]"], tmp_path)
+    assert cfg.optimized_metric == "individual/test/acc/learngene/5shot"
+    result = {"tables": {"5": [{"method": "learngene", "mean": 0.4, "paired": None}],
+                         "10": [{"method": "learngene", "mean": 0.6, "paired": None}]}, "judgement": {}}  # fmt: skip
+    assert sweep_objective(result, cfg.optimized_metric) == 0.4
+    assert sweep_objective(result, "individual/test/acc/learngene") == pytest.approx(0.5)
 
 
 def test_later_stage_without_collective_outputs_is_rejected(tmp_path):
@@ -107,4 +195,11 @@ def test_from_run_cannot_be_combined_with_training_stage_one(tmp_path):
 def test_fp16_loss_scaling_is_refused_while_gradient_statistics_are_gathered(tmp_path):
     with pytest.raises(ConfigError, match="trainer.precision='16-mixed'"):
         check_config(compose(["trainer.precision=16-mixed"], tmp_path))
-    check_config(compose(["trainer.precision=16-mixed", "callbacks.gradient_stats.enabled=false"], tmp_path))
+    check_config(compose(["trainer.precision=16-mixed", "callbacks=none", "stage=[collective]"], tmp_path))
+
+
+def test_paths_output_dir_is_where_the_run_writes(tmp_path):
+    out = tmp_path / "chosen"
+    bad = run_cli(f"paths.output_dir={out}", "collective.epochs=0")
+    assert bad.returncode == 2
+    assert (out / ".hydra" / "config.yaml").is_file()  # Hydra's own files follow paths.output_dir too

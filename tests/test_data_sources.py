@@ -17,23 +17,29 @@ import pytest
 import torch
 from PIL import Image
 
-from learngene.datamodules.sources import SOURCES, load_image_set
-from learngene.datamodules.sources import cifar100 as cifar_mod
-from learngene.datamodules.sources import imagefolder as folder_mod
-from learngene.datamodules.sources.cifar100 import load_cifar100
-from learngene.datamodules.sources.digits import load_digits
-from learngene.datamodules.sources.imagefolder import load_imagefolder
-from learngene.datamodules.sources.npz import load_npz
-from learngene.datamodules.splits import (
+from learngene_core.data.sources import cifar100 as cifar_mod
+from learngene_core.data.sources import imagefolder as folder_mod
+from learngene_core.data.sources.cifar100 import load_cifar100
+from learngene_core.data.sources.digits import load_digits
+from learngene_core.data.sources.imagefolder import load_imagefolder
+from learngene_core.data.sources.npz import load_npz
+from learngene_core.data.splits import (
     CIFAR_FS_NOVEL,
     CIFAR_FS_OPEN_WORLD,
-    RAVI_BASE,
-    RAVI_NOVEL,
-    RAVI_OPEN_WORLD,
+    cifar_fs_groups,
     groups_from_names,
-    ravi_groups,
 )
-from learngene.errors import ConfigError, DataError
+from learngene_core.errors import ConfigError, DataError
+
+
+def source_from_config(data: str, **values):
+    """The ImageSet that the data config ``data`` (with ``data.<key>=value`` overrides) builds, as the pipeline does."""
+    from experiments.pipeline.objects import build
+    from tests.conftest import compose
+
+    overrides = [f"data={data}"] + [f"data.{k}={'null' if v is None else v}" for k, v in values.items()]
+    return build(compose(overrides).data.source, "data.source")
+
 
 # ---------------------------------------------------------------------------------------------------
 # CIFAR-100
@@ -136,8 +142,9 @@ def test_cifar100_groups_are_exactly_cifar_fs(tmp_path):
 
 def test_cifar100_through_registry_with_resize(tmp_path):
     write_fake_cifar100(tmp_path)
-    cfg = {"source": "cifar100", "root": str(tmp_path), "download": False, "verify_checksum": False}
-    s = load_image_set({**cfg, "image_size": 16, "split": "cifar_fs"})
+    s = source_from_config(
+        "cifar100", root=tmp_path, download=False, verify_checksum=False, image_size=16, split="cifar_fs"
+    )
     assert s.x_train.shape == (200, 3, 16, 16) and s.x_train.dtype == torch.uint8
     assert len(s.groups["novel"]) == 20 and len(s.groups["open_world"]) == 16
 
@@ -238,7 +245,7 @@ def _mean_colour(x: torch.Tensor) -> torch.Tensor:
 
 def test_imagefolder_loads_and_resizes(tmp_path):
     root = write_image_folder(tmp_path / "tree")
-    s = load_imagefolder(root, image_size=16, cache_dir=tmp_path / "cache", split_groups=_split)
+    s = load_imagefolder(root, image_size=16, cache_dir=tmp_path / "cache", split=_split)
     assert s.class_names == FOLDER_CLASSES
     assert s.x_train.shape == (15, 3, 16, 16) and s.x_test.shape == (10, 3, 16, 16)
     assert s.x_train.dtype == torch.uint8 and s.y_train.dtype == torch.int64
@@ -255,7 +262,7 @@ def test_imagefolder_grayscale_and_rgba_become_rgb(tmp_path):
     root = write_image_folder(tmp_path / "tree")
     Image.new("L", (20, 24), 77).save(root / "train" / "ant" / "010.png")
     Image.new("RGBA", (24, 20), (10, 200, 30, 128)).save(root / "train" / "bee" / "010.png")
-    s = load_imagefolder(root, image_size=16, cache_dir=tmp_path / "cache", split_groups=_split)
+    s = load_imagefolder(root, image_size=16, cache_dir=tmp_path / "cache", split=_split)
     assert s.x_train.shape == (17, 3, 16, 16)
     gray = s.x_train[3]  # ant: 000.png 001.jpg 002.png 010.png
     assert s.y_train[3] == 0 and torch.all(gray == 77)
@@ -265,7 +272,7 @@ def test_imagefolder_grayscale_and_rgba_become_rgb(tmp_path):
 
 def test_imagefolder_second_load_reads_cache(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "tree")
-    first = load_imagefolder(root, image_size=16, split_groups=_split)
+    first = load_imagefolder(root, image_size=16, split=_split)
     cache = Path(first.info["cache"])
     assert cache.is_file() and cache.parent == root / ".learngene-cache"
 
@@ -273,7 +280,7 @@ def test_imagefolder_second_load_reads_cache(tmp_path, monkeypatch):
         raise AssertionError(f"decoded {path} although a valid cache exists")
 
     monkeypatch.setattr(folder_mod, "_decode", no_decode)
-    second = load_imagefolder(root, image_size=16, split_groups=_split)
+    second = load_imagefolder(root, image_size=16, split=_split)
     assert torch.equal(first.x_train, second.x_train) and torch.equal(first.x_test, second.x_test)
     assert torch.equal(first.y_train, second.y_train) and torch.equal(first.y_test, second.y_test)
     assert second.class_names == first.class_names
@@ -299,14 +306,14 @@ def test_imagefolder_changed_file_invalidates_cache(tmp_path, monkeypatch):
     Image.new("RGB", (40, 30), (1, 2, 3)).save(target, compress_level=0)
     st = target.stat()
     decoded = _counting_decode(monkeypatch)
-    first = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
+    first = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split=_split)
     assert len(decoded) == 25
 
     decoded.clear()
     Image.new("RGB", (40, 30), (255, 0, 255)).save(target, compress_level=0)
     assert target.stat().st_size == st.st_size
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-    second = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
+    second = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split=_split)
     assert len(decoded) == 25  # the stale cache was not used
     assert second.info["cache"] != first.info["cache"]
     assert _mean_colour(second.x_train[3]).round().tolist() == [255.0, 0.0, 255.0]
@@ -315,25 +322,25 @@ def test_imagefolder_changed_file_invalidates_cache(tmp_path, monkeypatch):
     decoded.clear()  # a changed length with the mtime put back is also noticed
     Image.new("RGB", (40, 31), (0, 255, 0)).save(target, compress_level=0)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-    third = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
+    third = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split=_split)
     assert len(decoded) == 25
     assert _mean_colour(third.x_train[3]).round().tolist() == [0.0, 255.0, 0.0]
 
     decoded.clear()  # another image size is another cache entry
-    fourth = load_imagefolder(root, image_size=8, cache_dir=cache_dir, split_groups=_split)
+    fourth = load_imagefolder(root, image_size=8, cache_dir=cache_dir, split=_split)
     assert len(decoded) == 25 and fourth.x_train.shape == (15, 3, 8, 8)
 
     decoded.clear()  # an added file is noticed too
     Image.new("RGB", (20, 20), _colour(0)).save(root / "test" / "ant" / "100.png")
-    fifth = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split_groups=_split)
+    fifth = load_imagefolder(root, image_size=16, cache_dir=cache_dir, split=_split)
     assert len(decoded) == 26 and fifth.x_test.shape == (11, 3, 16, 16)
 
 
 def test_imagefolder_corrupt_cache_is_rebuilt(tmp_path):
     root = write_image_folder(tmp_path / "tree")
-    first = load_imagefolder(root, image_size=16, split_groups=_split)
+    first = load_imagefolder(root, image_size=16, split=_split)
     Path(first.info["cache"]).write_bytes(b"garbage")
-    second = load_imagefolder(root, image_size=16, split_groups=_split)
+    second = load_imagefolder(root, image_size=16, split=_split)
     assert torch.equal(first.x_train, second.x_train)
 
 
@@ -341,19 +348,19 @@ def test_imagefolder_split_from_file_via_registry(tmp_path):
     root = write_image_folder(tmp_path / "tree")
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"open_world": ["ant"], "novel": ["cat", "eel"]}))
-    cfg = {"source": "imagefolder", "path": str(root), "image_size": 16, "cache_dir": str(tmp_path / "cache")}
-    s = load_image_set({**cfg, "split": "from_file", "split_file": str(split_file)})
+    cfg = {"path": root, "image_size": 16, "cache_dir": tmp_path / "cache"}
+    s = source_from_config("imagefolder", **cfg, split="from_file", split_file=split_file)
     assert s.groups == {"base": [1, 3], "open_world": [0], "novel": [2, 4]}
     assert s.x_train.shape == (15, 3, 16, 16)
     # the imagefolder default split is Ravi's wnids, which these classes are not: a clear error
     with pytest.raises(DataError, match="from_file"):
-        load_image_set({**cfg, "split": "ravi"})
+        source_from_config("imagefolder", **cfg, split="ravi")
 
 
 def test_imagefolder_missing_root(tmp_path):
     root = tmp_path / "absent"
     with pytest.raises(DataError) as err:
-        load_imagefolder(root, image_size=16, split_groups=_split)
+        load_imagefolder(root, image_size=16, split=_split)
     assert str(root) in str(err.value)
 
 
@@ -363,14 +370,14 @@ def test_imagefolder_missing_test_folder(tmp_path):
         p.rmdir() if p.is_dir() else p.unlink()
     (root / "test").rmdir()
     with pytest.raises(DataError, match="test/"):
-        load_imagefolder(root, image_size=16, split_groups=_split)
+        load_imagefolder(root, image_size=16, split=_split)
 
 
 def test_imagefolder_class_mismatch(tmp_path):
     root = write_image_folder(tmp_path / "tree")
     (root / "test" / "eel").rename(root / "test" / "fox")
     with pytest.raises(DataError, match="same classes") as err:
-        load_imagefolder(root, image_size=16, split_groups=_split)
+        load_imagefolder(root, image_size=16, split=_split)
     assert "eel" in str(err.value) and "fox" in str(err.value)
 
 
@@ -380,7 +387,7 @@ def test_imagefolder_empty_class_folder(tmp_path):
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
     with pytest.raises(DataError) as err:
-        load_imagefolder(root, image_size=16, split_groups=_split)
+        load_imagefolder(root, image_size=16, split=_split)
     assert str(empty) in str(err.value)
 
 
@@ -389,7 +396,7 @@ def test_imagefolder_undecodable_file(tmp_path):
     bad = root / "test" / "cat" / "999.jpg"
     bad.write_bytes(b"\xff\xd8\xff" + b"definitely not a jpeg" * 10)
     with pytest.raises(DataError, match="cannot decode") as err:
-        load_imagefolder(root, image_size=16, cache_dir=tmp_path / "cache", split_groups=_split)
+        load_imagefolder(root, image_size=16, cache_dir=tmp_path / "cache", split=_split)
     assert str(bad) in str(err.value)
     assert not any((tmp_path / "cache").glob("*.pt"))  # no half-built cache left behind
 
@@ -397,7 +404,7 @@ def test_imagefolder_undecodable_file(tmp_path):
 def test_imagefolder_needs_a_split(tmp_path):
     root = write_image_folder(tmp_path / "tree")
     with pytest.raises(DataError, match="split"):
-        load_imagefolder(root, image_size=16, cache_dir=tmp_path / "cache", split_groups=None)
+        load_imagefolder(root, image_size=16, cache_dir=tmp_path / "cache", split=None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -453,15 +460,7 @@ def test_npz_resize_and_registry_split_override(tmp_path):
     assert s.x_train.shape == (24, 3, 16, 16) and s.x_train.dtype == torch.uint8
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"open_world": ["n00000000"], "novel": ["n00000004", "n00000005"]}))
-    s2 = load_image_set(
-        {
-            "source": "npz",
-            "path": str(path),
-            "image_size": 8,
-            "split": "from_file",
-            "split_file": str(split_file),
-        }
-    )
+    s2 = source_from_config("npz", path=path, image_size=8, split="from_file", split_file=split_file)
     assert s2.groups == {"base": [1, 2, 3], "open_world": [0], "novel": [4, 5]}
 
 
@@ -493,7 +492,7 @@ def test_npz_missing_split_key(tmp_path):
     with pytest.raises(DataError, match="'split'"):
         load_npz(path)
     # an explicit split function makes it loadable
-    s = load_npz(path, split_groups=lambda names: groups_from_names(names, [], names[:2], "explicit"))
+    s = load_npz(path, split=lambda names: groups_from_names(names, [], names[:2], "explicit"))
     assert s.groups["novel"] == [0, 1]
 
 
@@ -535,17 +534,15 @@ def test_npz_not_an_npz(tmp_path):
         load_npz(path)
 
 
-def test_real_miniimagenet_npz(mini_npz):
-    s = load_npz(mini_npz)
+def test_real_cifar100_npz_has_the_cifar_fs_split(cifar_npz):
+    s = load_npz(cifar_npz)
     assert s.x_train.shape == (50000, 3, 32, 32) and s.x_test.shape == (10000, 3, 32, 32)
     assert s.x_train.dtype == torch.uint8 and s.y_train.dtype == torch.int64
-    assert len(s.class_names) == 100
+    assert s.class_names == CIFAR100_FINE_NAMES
     assert [len(s.groups[g]) for g in ("base", "open_world", "novel")] == [64, 16, 20]
-    names = {g: sorted(s.class_names[i] for i in idx) for g, idx in s.groups.items()}
-    assert names["base"] == sorted(RAVI_BASE)
-    assert names["open_world"] == sorted(RAVI_OPEN_WORLD)
-    assert names["novel"] == sorted(RAVI_NOVEL)
-    assert s.groups == ravi_groups(s.class_names)  # file codes and splits.py agree
+    names = {g: {s.class_names[i] for i in idx} for g, idx in s.groups.items()}
+    assert names["novel"] == SPEC_NOVEL and names["open_world"] == SPEC_OPEN_WORLD
+    assert s.groups == cifar_fs_groups(s.class_names)  # the file's codes and splits.py agree
     assert torch.bincount(s.y_train, minlength=100).tolist() == [500] * 100
     assert torch.bincount(s.y_test, minlength=100).tolist() == [100] * 100
 
@@ -590,39 +587,37 @@ def test_digits_deterministic(digits):
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_registry_unknown_source_lists_valid_ones():
-    with pytest.raises(ConfigError) as err:
-        load_image_set({"source": "mnist"})
-    msg = str(err.value)
-    assert "mnist" in msg
-    for s in SOURCES:
-        assert s in msg
+def test_a_data_source_that_cannot_be_imported_is_named(tmp_path):
+    from experiments.pipeline.config_check import check_config
+    from tests.conftest import compose
+
+    cfg = compose(["data.source._target_=learngene_core.data.sources.mnist.load_mnist"], tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.source\._target_=.*mnist.*cannot be imported"):
+        check_config(cfg)
 
 
-def test_registry_from_file_needs_split_file():
-    with pytest.raises(ConfigError, match="split_file"):
-        load_image_set({"source": "digits", "split": "from_file"})
-    with pytest.raises(ConfigError, match="split_file"):
-        load_image_set({"source": "digits", "split": "from_file", "split_file": None})
+def test_split_from_file_needs_a_split_file():
+    with pytest.raises(DataError, match="split file"):
+        load_digits(split="from_file")
+    with pytest.raises(DataError, match="split file"):
+        source_from_config("digits", split="from_file", split_file=None)
 
 
-def test_registry_unknown_split_and_bad_split_file(tmp_path):
-    with pytest.raises(ConfigError, match="from_file"):
-        load_image_set({"source": "digits", "split": "random"})
+def test_unknown_split_and_bad_split_file(tmp_path):
+    with pytest.raises(DataError, match="from_file"):
+        load_digits(split="random")
     bad = tmp_path / "split.json"
     bad.write_text("{not json")
-    with pytest.raises(DataError, match="split_file"):
-        load_image_set({"source": "digits", "split": "from_file", "split_file": str(bad)})
+    with pytest.raises(DataError, match="split file"):
+        load_digits(split="from_file", split_file=bad)
     bad.write_text(json.dumps({"open_world": ["5"]}))  # no 'novel'
     with pytest.raises(DataError, match="novel"):
-        load_image_set({"source": "digits", "split": "from_file", "split_file": str(bad)})
+        load_digits(split="from_file", split_file=bad)
 
 
 def test_registry_digits_with_split_file(tmp_path):
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"open_world": ["0"], "novel": ["7", "8", "9"]}))
-    s = load_image_set(
-        {"source": "digits", "image_size": 16, "split": "from_file", "split_file": str(split_file)}
-    )
+    s = source_from_config("digits", image_size=16, split="from_file", split_file=split_file)
     assert s.groups == {"base": [1, 2, 3, 4, 5, 6], "open_world": [0], "novel": [7, 8, 9]}
     assert s.x_train.shape[1:] == (3, 16, 16)

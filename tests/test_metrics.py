@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from learngene.core.continual_metrics import (
+from learngene_core.metrics.continual import (
     average_accuracy,
     backward_transfer,
     continual_summary,
     forgetting,
 )
-from learngene.core.open_world import fpr_at_tpr, open_world_metrics
-from learngene.core.stats import mean_ci95, spearman
+from learngene_core.metrics.open_world import fpr_at_tpr, open_world_metrics
+from learngene_core.metrics.stats import mean_ci95, spearman
 
 R = [[0.9], [0.6, 0.8], [0.5, 0.7, 0.95]]
 
@@ -79,7 +79,7 @@ def test_spearman():
 
 
 def test_open_world_metrics_do_not_saturate_on_large_or_confident_scores():
-    from learngene.core.open_world import auroc
+    from learngene_core.metrics.open_world import auroc
 
     # energies around 40: a sigmoid would map all of them to 1.0 and report chance
     assert auroc(torch.tensor([40.0, 41.0, 42.0]), torch.tensor([37.5, 38.0, 39.0])) == 1.0
@@ -92,8 +92,8 @@ def test_open_world_metrics_do_not_saturate_on_large_or_confident_scores():
 
 
 def test_finite_loss_guard_names_the_first_bad_step_also_when_deferred():
-    from learngene.errors import NonFiniteLossError
-    from learngene.lightning_modules.finite import FiniteLossGuard
+    from learngene_core.errors import NonFiniteLossError
+    from learngene_core.utils.finite import FiniteLossGuard
 
     eager = FiniteLossGuard("collective task 2")
     eager.check(torch.tensor(1.0), 0, 0)

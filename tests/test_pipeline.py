@@ -8,9 +8,13 @@ import pytest
 import torch
 from conftest import TINY, compose
 
-from learngene.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from learngene.pipeline import collective_stage
-from learngene.pipeline.runner import run_pipeline
+import experiments.pipeline.collective as collective_stage
+from experiments.pipeline.runner import run_pipeline
+from learngene_core.criterion.records import read_rows
+from learngene_core.errors import CheckpointError, ConfigError, NonFiniteLossError
+
+C0 = "collective/seed_0"
+L0 = "learngene/seed_0"
 
 
 @pytest.fixture(scope="module")
@@ -24,47 +28,101 @@ def full_run(tmp_path_factory):
 
 def test_full_pipeline_writes_every_artifact(full_run):
     out, result = full_run
-    for rel in ["collective/manifest.json", "collective/metrics.json", "collective/task_00.pt", "collective/task_02.pt",
-                "gradient_stats.csv", "learngene.pt", "learngene.json", "results.json", "results.md",
-                "plots/gradient_heatmap.png", "plots/window_scores.png", "plots/accuracy_matrix.png",
-                "plots/judgement_5shot.png", "individual/results_raw.json"]:  # fmt: skip
+    for rel in [f"{C0}/manifest.json", f"{C0}/metrics.json", f"{C0}/task_00.pt", f"{C0}/task_02.pt",
+                f"{C0}/gradient_stats.csv", f"{L0}/learngene.pt", f"{L0}/learngene.json", "results.json", "results.md",
+                "plots/seed_0/gradient_heatmap.png", "plots/seed_0/window_scores.png", "plots/seed_0/accuracy_matrix.png",
+                "plots/judgement_5shot.png", "individual/results_raw.json", "timings.json"]:  # fmt: skip
         assert (out / rel).is_file(), rel
-    manifest = json.loads((out / "collective/manifest.json").read_text())
+    manifest = json.loads((out / C0 / "manifest.json").read_text())
     assert [e["task"] for e in manifest["tasks"]] == [0, 1, 2]
     assert manifest["tasks"][1]["growth"]["op"] == "widen"
-    metrics = json.loads((out / "collective/metrics.json").read_text())
-    R = metrics["accuracy_matrix"]
-    assert len(R) == 3 and R[0][1] is None and all(0 <= v <= 1 for v in R[2])
-    assert metrics["average_accuracy"][-1] == pytest.approx(sum(R[2]) / 3)
+    for e in manifest["tasks"]:
+        assert len(e["distinct_filters"]) == len(e["widths"]) and e["samples"] > 0
+    metrics = json.loads((out / C0 / "metrics.json").read_text())
+    for kind in ("class_incremental", "task_incremental"):
+        R = metrics[kind]["accuracy_matrix"]
+        assert len(R) == 3 and R[0][1] is None and all(0 <= v <= 1 for v in R[2])
+        assert metrics[kind]["average_accuracy"][-1] == pytest.approx(sum(R[2]) / 3)
+    assert metrics["class_incremental"]["chance"][-1] == pytest.approx(1 / manifest["tasks"][-1]["head_size"])
+    assert metrics["task_incremental"]["chance"] == pytest.approx(1 / 3)
     assert "auroc_msp" in metrics["open_world"][-1] and "fpr95_energy" in metrics["open_world"][-1]
     assert len(metrics["parameters"]) == 3 and metrics["parameters"][1] > metrics["parameters"][0]
+    assert result["collective_seeds"] == [0]
     rows = {r["method"]: r for r in result["tables"]["5"]}
     assert set(rows) == {"learngene", "scratch", "finetune", "linear_probe", "prototype", "protonet", "maml"}
     for r in rows.values():
         assert r["n"] == 2 and 0 <= r["mean"] <= 1 and r["ci95"] is not None and len(r["accuracies"]) == 2
+        assert (
+            set(r["paired"]) == {"vs", "mean_diff", "ci95", "p_wilcoxon", "n"}
+            and r["paired"]["vs"] == "scratch"
+        )
+        assert r["paired"]["n"] == 2
+        diff = sum(a - b for a, b in zip(r["accuracies"], rows["scratch"]["accuracies"])) / 2
+        assert r["paired"]["mean_diff"] == pytest.approx(diff)
     assert rows["learngene"]["inherited_parameters"] > 0 and rows["scratch"]["inherited_parameters"] == 0
     assert rows["learngene"]["parameters"] == rows["scratch"]["parameters"]
     judgement = result["judgement"]["5"]
-    assert len(judgement["rows"]) == 11 and sum(r["selected"] for r in judgement["rows"]) == 1
-    lg = json.loads((out / "learngene.json").read_text())
-    assert lg["provenance"]["class_sequence"] == manifest["stream"] and lg["statistic"] == "signed_frac"
-    assert len(lg["scores"]["windows"]) == 11
+    assert len(judgement["rows"]) == 11 and sum(bool(r["selected_in_seeds"]) for r in judgement["rows"]) == 1
+    for r in judgement["rows"]:
+        assert r["inherit"]["n"] == r["scratch"]["n"] == r["gain"]["n"] == 2
+        assert r["gain"]["mean_diff"] == pytest.approx(r["inherit"]["mean"] - r["scratch"]["mean"])
+        assert {"paper_signed_frac", "weight_change", "cka_drift", "fisher_importance"} <= set(r["scores"])
+    assert judgement["best_window"] == max(judgement["rows"], key=lambda r: r["gain"]["mean_diff"])["window"]
+    assert {"paper_signed_frac", "weight_change"} <= set(judgement["statistics"])
+    lg = json.loads((out / L0 / "learngene.json").read_text())
+    assert lg["provenance"]["class_sequence"] == manifest["stream"] and lg["statistic"] == "paper_signed_frac"
+    assert len(lg["scores"]["windows"]) == 11 and "cka_drift" in lg["all_statistics"]
     md = (out / "results.md").read_text()
-    assert "learngene (inherit selected blocks)" in md and "Spearman" in md
+    assert "learngene (inherit selected blocks)" in md and "Spearman" in md and "vs scratch" in md
+    assert "task-IL" in md and "class-IL" in md
+
+
+def test_selected_window_and_its_scratch_are_computed_once(full_run):
+    out, _ = full_run
+    raw = json.loads((out / "individual/results_raw.json").read_text())
+    entries = raw["entries"]
+    lg = json.loads((out / L0 / "learngene.json").read_text())
+    w = "-".join(lg["selected"]["blocks"][:1] + lg["selected"]["blocks"][-1:])
+    assert (
+        entries[f"judgement/inherit:{w}@5/seed0"]["computation"]
+        == entries["learngene@5/seed0"]["computation"]
+    )
+    assert (
+        entries[f"judgement/scratch:{w}@5/seed0"]["computation"] == entries["scratch@5/seed0"]["computation"]
+    )
+    assert len(raw["computations"]) == len({e["computation"] for e in entries.values()})
 
 
 def test_every_method_saw_the_same_tasks(full_run):
     out, _ = full_run
-    raw = json.loads((out / "individual/results_raw.json").read_text())["entries"]
-    keys = {tuple((t["seed"], t["task"], tuple(t["classes"])) for t in e["tasks"]) for e in raw.values()}
+    raw = json.loads((out / "individual/results_raw.json").read_text())["computations"]
+    keys = {tuple((t["seed"], t["task"], tuple(t["classes"])) for t in c["tasks"]) for c in raw.values()}
     assert len(keys) == 1
+
+
+def test_two_collective_seeds_give_two_learngenes_and_pair_over_both(tmp_path):
+    result = run_pipeline(
+        compose([*TINY, "collective.seeds=[0,1]", "methods=[learngene,scratch]"], tmp_path), tmp_path
+    )
+    assert result["collective_seeds"] == [0, 1]
+    a = torch.load(tmp_path / "learngene/seed_0/learngene.pt", weights_only=True)["state"][0]
+    b = torch.load(tmp_path / "learngene/seed_1/learngene.pt", weights_only=True)["state"][0]
+    assert not torch.equal(a["conv.weight"], b["conv.weight"])
+    rows = {r["method"]: r for r in result["tables"]["5"]}
+    assert rows["learngene"]["n"] == rows["scratch"]["n"] == rows["learngene"]["paired"]["n"] == 4
+    raw = json.loads((tmp_path / "individual/results_raw.json").read_text())["entries"]
+    # scratch does not depend on stage 1: one computation serves both collective seeds
+    assert raw["scratch@5/seed0"]["computation"] == raw["scratch@5/seed1"]["computation"]
+    assert raw["learngene@5/seed0"]["computation"] != raw["learngene@5/seed1"]["computation"]
+    m0 = json.loads((tmp_path / "collective/seed_0/manifest.json").read_text())
+    m1 = json.loads((tmp_path / "collective/seed_1/manifest.json").read_text())
+    assert m0["stream"] != m1["stream"] and m1["collective_seed"] == 1
 
 
 def test_reusing_an_earlier_run_skips_stage_one(full_run, tmp_path):
     src, first = full_run
     cfg = compose(
-        [*TINY, "stage=[individual,report]", f"from_run={src}", "baselines.methods=[learngene,scratch]"],
-        tmp_path,
+        [*TINY, "stage=[individual,report]", f"from_run={src}", "methods=[learngene,scratch]"], tmp_path
     )
     result = run_pipeline(cfg, tmp_path)
     assert not (tmp_path / "collective").exists()
@@ -77,17 +135,17 @@ def test_reusing_an_earlier_run_skips_stage_one(full_run, tmp_path):
 def test_learngene_from_another_input_size_is_rejected(full_run, tmp_path):
     src, _ = full_run
     cfg = compose([*TINY, "stage=[individual]", f"from_run={src}", "data.image_size=64"], tmp_path)
-    with pytest.raises(CheckpointError, match="32 px.*data.image_size=64"):
+    with pytest.raises(CheckpointError, match="32 px.*64 px"):
         run_pipeline(cfg, tmp_path)
 
 
 def test_impossible_split_is_reported_before_training(tmp_path):
     cfg = compose([*TINY, "individual.ways=6"], tmp_path)
-    with pytest.raises(DataError, match="individual.ways=6 but the novel group has 4 classes"):
+    with pytest.raises(ConfigError, match="individual.ways=6.*novel group has 4 classes"):
         run_pipeline(cfg, tmp_path)
     assert not (tmp_path / "collective").exists()
     cfg = compose([*TINY, "individual.shots=[500]"], tmp_path)
-    with pytest.raises(DataError, match="500 shots"):
+    with pytest.raises(ConfigError, match="individual.shots.*500"):
         run_pipeline(cfg, tmp_path)
 
 
@@ -101,25 +159,25 @@ COLLECTIVE_ONLY = [*TINY, "stage=[collective]", "budget.collective_tasks=3", "tr
 
 
 def _final_state(out):
-    return torch.load(out / "collective" / "task_02.pt", weights_only=True)["state_dict"]
+    return torch.load(out / C0 / "task_02.pt", weights_only=True)["state_dict"]
 
 
-def test_killed_run_resumes_with_the_same_weights_and_metrics(tmp_path, monkeypatch):
+def test_killed_run_resumes_with_the_same_weights_metrics_and_statistics(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     run_pipeline(compose(COLLECTIVE_ONLY, straight), straight)
 
     resumed = tmp_path / "resumed"
     real_prune = collective_stage.prune_checkpoints
 
-    def killed_after_task_1(ctx, manifest, cfg):
-        real_prune(ctx, manifest, cfg)
+    def killed_after_task_1(out, manifest, keep, keep_task):
+        real_prune(out, manifest, keep, keep_task)
         if manifest["tasks"][-1]["task"] == 1:
             raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(collective_stage, "prune_checkpoints", killed_after_task_1)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(compose(COLLECTIVE_ONLY, resumed), resumed)
-    assert not (resumed / "collective" / "task_02.pt").exists()
+    assert not (resumed / C0 / "task_02.pt").exists()
     monkeypatch.setattr(collective_stage, "prune_checkpoints", real_prune)
     run_pipeline(compose(COLLECTIVE_ONLY, resumed), resumed)
 
@@ -127,17 +185,26 @@ def test_killed_run_resumes_with_the_same_weights_and_metrics(tmp_path, monkeypa
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ma = json.loads((straight / "collective/metrics.json").read_text())
-    mb = json.loads((resumed / "collective/metrics.json").read_text())
-    assert ma["accuracy_matrix"] == mb["accuracy_matrix"] and ma["open_world"] == mb["open_world"]
-    rows_a = (straight / "gradient_stats.csv").read_text().splitlines()
-    rows_b = (resumed / "gradient_stats.csv").read_text().splitlines()
-    assert len(rows_a) == len(rows_b)
+    ma = json.loads((straight / C0 / "metrics.json").read_text())
+    mb = json.loads((resumed / C0 / "metrics.json").read_text())
+    for kind in ("class_incremental", "task_incremental", "open_world", "parameters"):
+        assert ma[kind] == mb[kind], kind
+    rows_a, rows_b = (
+        read_rows(straight / C0 / "gradient_stats.csv"),
+        read_rows(resumed / C0 / "gradient_stats.csv"),
+    )
+    key = lambda r: (r["task"], r["epoch"], r["layer"], r["statistic"])  # noqa: E731
+    assert sorted(map(key, rows_a)) == sorted(map(key, rows_b)) and len(rows_a) > 0
+    va, vb = {key(r): r["value"] for r in rows_a}, {key(r): r["value"] for r in rows_b}
+    assert va == vb  # every statistic of every task, epoch and layer, value for value
 
 
-def test_resume_with_another_config_is_refused(tmp_path):
+def test_resume_with_another_config_is_refused_naming_the_key(tmp_path):
     run_pipeline(compose([*COLLECTIVE_ONLY, "budget.collective_tasks=1"], tmp_path), tmp_path)
-    with pytest.raises(CheckpointError, match="another configuration"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"another configuration \(differs in: \['collective.lr', 'collective.optimizer.lr'\]\)",
+    ):
         run_pipeline(
             compose([*COLLECTIVE_ONLY, "budget.collective_tasks=1", "collective.lr=0.5"], tmp_path), tmp_path
         )
@@ -145,9 +212,9 @@ def test_resume_with_another_config_is_refused(tmp_path):
 
 def test_missing_collective_checkpoint_is_an_error_not_a_random_learngene(tmp_path):
     run_pipeline(compose([*COLLECTIVE_ONLY, "budget.collective_tasks=1"], tmp_path), tmp_path)
-    (tmp_path / "collective" / "task_00.pt").unlink()
+    (tmp_path / C0 / "task_00.pt").unlink()
     with pytest.raises(CheckpointError, match="missing"):
-        run_pipeline(compose([*TINY, "stage=[learngene]"], tmp_path), tmp_path)
+        run_pipeline(compose([*TINY, "budget.collective_tasks=1", "stage=[learngene]"], tmp_path), tmp_path)
 
 
 def test_stage_without_outputs_is_a_config_error(tmp_path):
@@ -156,30 +223,24 @@ def test_stage_without_outputs_is_a_config_error(tmp_path):
 
 
 def test_stage_three_results_of_other_settings_are_not_reused(finished_run, tmp_path):
-    base = [
-        *TINY,
-        "stage=[learngene,individual,report]",
-        f"from_run={finished_run}",
-        "baselines.methods=[learngene]",
-    ]
+    base = [*TINY, "stage=[learngene,individual,report]", f"from_run={finished_run}", "methods=[learngene]"]
     first = run_pipeline(compose(base, tmp_path), tmp_path)
     again = run_pipeline(compose(base, tmp_path), tmp_path)  # same settings: reused, identical
     assert again["tables"]["5"][0]["accuracies"] == first["tables"]["5"][0]["accuracies"]
+    raw = json.loads((tmp_path / "individual/results_raw.json").read_text())
+    assert len(raw["computations"]) == 1
     other = run_pipeline(compose([*base, "criterion.window=0"], tmp_path), tmp_path)
-    assert list(tmp_path.glob("individual/results_raw.stale-*.json"))
-    assert other["learngene"]["selected"]["blocks"] == ["conv1", "conv2", "conv3"]
+    assert other["learngene"]["selected"]["0"] == ["conv1", "conv2", "conv3"]
     assert other["tables"]["5"][0]["parameters"] != first["tables"]["5"][0]["parameters"]
+    run_pipeline(compose([*base, "individual.lr=0.02"], tmp_path), tmp_path)
+    raw = json.loads((tmp_path / "individual/results_raw.json").read_text())
+    assert len(raw["computations"]) == 3  # another learning rate is another computation, never the cached one
 
 
 def test_meta_training_is_cached_for_its_settings_only(finished_run, tmp_path):
-    base = [
-        *TINY,
-        "stage=[learngene,individual,report]",
-        f"from_run={finished_run}",
-        "baselines.methods=[protonet]",
-    ]
+    base = [*TINY, "stage=[learngene,individual,report]", f"from_run={finished_run}", "methods=[protonet]"]
     first = run_pipeline(compose(base, tmp_path), tmp_path)
-    cache = tmp_path / "individual" / "protonet.pt"
+    [cache] = list((tmp_path / "individual").glob("protonet-*.pt"))
     saved = torch.load(cache, weights_only=True)
     (tmp_path / "individual" / "results_raw.json").unlink()  # killed after meta-training, before the results
     again = run_pipeline(compose(base, tmp_path), tmp_path)
@@ -187,5 +248,5 @@ def test_meta_training_is_cached_for_its_settings_only(finished_run, tmp_path):
         torch.load(cache, weights_only=True)["train_time_s"] == saved["train_time_s"]
     )  # reused, not retrained
     assert again["tables"]["5"][0]["accuracies"] == first["tables"]["5"][0]["accuracies"]
-    run_pipeline(compose([*base, "baselines.protonet.lr=0.01"], tmp_path), tmp_path)
-    assert torch.load(cache, weights_only=True)["digest"] != saved["digest"]  # other settings: retrained
+    run_pipeline(compose([*base, "methods.protonet.lr=0.01"], tmp_path), tmp_path)
+    assert len(list((tmp_path / "individual").glob("protonet-*.pt"))) == 2  # other settings: retrained

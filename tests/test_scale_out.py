@@ -16,9 +16,9 @@ import pytest
 import yaml
 from conftest import ROOT, TINY, compose
 
-from learngene.errors import ConfigError
-from learngene.pipeline.config_check import check_config
-from learngene.pipeline.runner import run_pipeline
+from experiments.pipeline.config_check import check_config
+from experiments.pipeline.runner import run_pipeline
+from learngene_core.errors import ConfigError
 
 RUN_PY = str(ROOT / "experiments" / "run.py")
 
@@ -64,7 +64,7 @@ def _records(run_dir: Path, expect: tuple[str, ...] = (), timeout: float = 30.0)
 def test_wandb_offline_run_holds_config_metrics_and_table(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose(
-        [*TINY, "logger=wandb", "logger.mode=offline", "baselines.methods=[learngene,prototype]"], tmp_path
+        [*TINY, "logger=wandb", "logger.wandb.mode=offline", "methods=[learngene,prototype]"], tmp_path
     )
     run_pipeline(cfg, tmp_path)
     run_dir = _wandb_run_dir(tmp_path)
@@ -76,7 +76,7 @@ def test_wandb_offline_run_holds_config_metrics_and_table(tmp_path, monkeypatch)
         "individual/test/acc/learngene/5shot",
         "learngene/window_start",
         "results",
-        "plots/gradient_heatmap",
+        "plots/seed_0/gradient_heatmap",
     )
     records, debug = _records(run_dir, keys)
     for key in keys:
@@ -89,9 +89,10 @@ def test_wandb_offline_run_holds_config_metrics_and_table(tmp_path, monkeypatch)
 def test_wandb_run_is_finished_and_reused_after_a_failure(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose(
-        [*TINY, "logger=wandb", "logger.mode=offline", "stage=[collective]", "collective.lr=1e12"], tmp_path
+        [*TINY, "logger=wandb", "logger.wandb.mode=offline", "stage=[collective]", "collective.lr=1e12"],
+        tmp_path,
     )
-    from learngene.errors import NonFiniteLossError
+    from learngene_core.errors import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError):
         run_pipeline(cfg, tmp_path)
@@ -103,7 +104,8 @@ def test_wandb_run_is_finished_and_reused_after_a_failure(tmp_path, monkeypatch)
     # a rerun of the same output directory (resume, requeue) logs to the same W&B run id
     rid = (tmp_path / "wandb_run_id.txt").read_text().strip()
     run_pipeline(
-        compose([*TINY, "logger=wandb", "logger.mode=offline", "stage=[collective]"], tmp_path), tmp_path
+        compose([*TINY, "logger=wandb", "logger.wandb.mode=offline", "stage=[collective]"], tmp_path),
+        tmp_path,
     )
     assert (tmp_path / "wandb_run_id.txt").read_text().strip() == rid
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -138,7 +140,7 @@ def first_values(sweep: dict) -> dict:
 
 def logged_metric_names(tmp_path: Path) -> set[str]:
     """Every metric name the pipeline logs (CSV logger columns of a tiny full run)."""
-    cfg = compose([*TINY, "logger=csv", "baselines.methods=[learngene,scratch]"], tmp_path)
+    cfg = compose([*TINY, "logger=csv", "methods=[learngene,scratch]"], tmp_path)
     run_pipeline(cfg, tmp_path)
     header = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     return set(header.split(","))
@@ -179,7 +181,7 @@ def test_a_sweep_command_line_runs_as_the_agent_would(finished_run, tmp_path, mo
         "data=digits",  # the finished run's data (the sweep's experiment defaults to CIFAR-100)
         "individual.ways=3",
         "collective.classes_per_task=3",
-        "logger.mode=offline",
+        "logger.wandb.mode=offline",
         f"hydra.run.dir={tmp_path}",
     ]
     run(cmd + tiny, env=env(LEARNGENE_FROM_RUN=str(finished_run)))
@@ -193,7 +195,7 @@ def test_hydra_multirun_through_the_submitit_local_launcher(finished_run, tmp_pa
     run([sys.executable, RUN_PY, "-m", "hydra/launcher=local", "criterion.k=2,3", "stage=[learngene]",
          f"from_run={finished_run}", *TINY, f"hydra.sweep.dir={tmp_path}"], env=env())  # fmt: skip
     for job, k in (("0", 2), ("1", 3)):
-        info = json.loads((tmp_path / job / "learngene.json").read_text())
+        info = json.loads((tmp_path / job / "learngene" / "seed_0" / "learngene.json").read_text())
         assert len(info["selected"]["blocks"]) == k
 
 
@@ -212,14 +214,16 @@ def test_sbatch_script_runs_with_srun(tmp_path):
         env=env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="4242", SLURM_NTASKS_PER_NODE="1",
                 SLURM_NNODES="1", SLURM_JOB_NAME="learngene", RUN_DIR=str(out), ACCEL="cpu", PYTHON=sys.executable,
                 EXP="cifar_fewshot"))  # fmt: skip
-    assert (out / "learngene.pt").is_file() and (out / "collective" / "manifest.json").is_file()
+    assert (out / "learngene/seed_0/learngene.pt").is_file() and (
+        out / "collective/seed_0/manifest.json"
+    ).is_file()
 
 
 # -- data parallel -------------------------------------------------------------------------------------------
 DDP_COMMON = [
     *TINY,
     "stage=[collective,learngene,individual,report]",
-    "baselines.methods=[learngene,prototype]",
+    "methods=[learngene,prototype]",
     "criterion.statistic=rel_norm",
     "budget.collective_tasks=3",
     "budget.collective_epochs=2",
@@ -231,7 +235,7 @@ DDP_COMMON = [
 def _stats(out: Path) -> dict:
     import csv
 
-    with open(out / "gradient_stats.csv") as f:
+    with open(out / "collective" / "seed_0" / "gradient_stats.csv") as f:
         return {
             (r["task"], r["epoch"], r["layer"], r["statistic"]): float(r["value"]) for r in csv.DictReader(f)
         }
@@ -249,15 +253,15 @@ def torchrun_run(tmp_path_factory):
 
 def test_two_processes_grow_agree_on_statistics_and_write_one_artifact(torchrun_run):
     out = torchrun_run
-    manifest = json.loads((out / "collective" / "manifest.json").read_text())
+    manifest = json.loads((out / "collective" / "seed_0" / "manifest.json").read_text())
     assert [e["task"] for e in manifest["tasks"]] == [0, 1, 2]
     assert manifest["tasks"][2]["widths"] != manifest["tasks"][0]["widths"]  # grew between tasks under DDP
     for e in manifest["tasks"]:
         assert e["processes"] == 2
         assert e["gradient_stats_rank_disagreement"] < 1e-5  # both ranks computed the same statistics
-    rows = (out / "gradient_stats.csv").read_text().splitlines()
+    rows = (out / "collective" / "seed_0" / "gradient_stats.csv").read_text().splitlines()
     assert len(rows) == 1 + len(set(rows[1:]))  # written once (rank 0), no duplicated rows
-    assert len(list(out.glob("learngene*.pt"))) == 1 and not list(out.rglob(".*.tmp"))
+    assert len(list(out.rglob("learngene*.pt"))) == 1 and not list(out.rglob(".*.tmp"))
     res = json.loads((out / "results.json").read_text())
     for row in res["tables"]["5"]:
         assert row["n"] == 3  # the ranks' target tasks were gathered before the interval was computed
@@ -272,11 +276,11 @@ def test_ddp_artifact_and_accuracies_equal_a_single_process_replay(torchrun_run,
         compose([*DDP_COMMON, "stage=[learngene,individual,report]", f"from_run={torchrun_run}"], tmp_path),
         tmp_path,
     )
-    a = json.loads((torchrun_run / "learngene.json").read_text())
-    b = json.loads((tmp_path / "learngene.json").read_text())
+    a = json.loads((torchrun_run / "learngene/seed_0/learngene.json").read_text())
+    b = json.loads((tmp_path / "learngene/seed_0/learngene.json").read_text())
     assert a["selected"] == b["selected"] and a["scores"]["window_scores"] == b["scores"]["window_scores"]
-    la = torch.load(torchrun_run / "learngene.pt", weights_only=True)
-    lb = torch.load(tmp_path / "learngene.pt", weights_only=True)
+    la = torch.load(torchrun_run / "learngene/seed_0/learngene.pt", weights_only=True)
+    lb = torch.load(tmp_path / "learngene/seed_0/learngene.pt", weights_only=True)
     for sa, sb in zip(la["state"], lb["state"]):
         for k in sa:
             assert torch.equal(sa[k], sb[k]), k
@@ -288,10 +292,12 @@ def test_ddp_artifact_and_accuracies_equal_a_single_process_replay(torchrun_run,
 
 
 def test_two_process_statistics_track_a_single_process_run(torchrun_run, tmp_path):
-    """Same samples per step (2 x 32 vs 64); only BatchNorm's per-rank batch statistics differ."""
-    run_pipeline(
-        compose([*DDP_COMMON, "stage=[collective]", "collective.batch_size=128"], tmp_path), tmp_path
-    )
+    """collective.batch_size is the global batch: two processes take 32 each, one process 64, so both runs make
+    the same steps on the same samples; only BatchNorm's per-rank batch statistics differ."""
+    run_pipeline(compose([*DDP_COMMON, "stage=[collective]"], tmp_path), tmp_path)
+    ma = json.loads((torchrun_run / "collective/seed_0/manifest.json").read_text())
+    mb = json.loads((tmp_path / "collective/seed_0/manifest.json").read_text())
+    assert [e["samples"] for e in ma["tasks"]] == [e["samples"] for e in mb["tasks"]]
     a, b = _stats(torchrun_run), _stats(tmp_path)
     assert a.keys() == b.keys()
     keys = [k for k in a if k[3] == "rel_norm"]
@@ -302,21 +308,47 @@ def test_two_process_statistics_track_a_single_process_run(torchrun_run, tmp_pat
 def test_lightnings_own_launcher_runs_growth_under_ddp(tmp_path):
     run([sys.executable, RUN_PY, *DDP_COMMON, "trainer=ddp", "stage=[collective,learngene]",
          f"hydra.run.dir={tmp_path}"], env=env())  # fmt: skip
-    manifest = json.loads((tmp_path / "collective" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "collective" / "seed_0" / "manifest.json").read_text())
     assert [e["task"] for e in manifest["tasks"]] == [0, 1, 2]
     assert all(e["processes"] == 2 for e in manifest["tasks"])
-    assert (tmp_path / "learngene.pt").is_file()
+    assert (tmp_path / "learngene/seed_0/learngene.pt").is_file()
 
 
 def test_wandb_mode_follows_wandb_mode_env_and_a_missing_login_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert compose([*TINY, "logger=wandb"], tmp_path).logger.mode == "offline"
+    assert compose([*TINY, "logger=wandb"], tmp_path).logger.wandb.mode == "offline"
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     cfg = compose([*TINY, "logger=wandb"], tmp_path)
-    assert cfg.logger.mode == "online"
-    with pytest.raises(ConfigError, match="logger.mode=online needs a W&B login"):
+    assert cfg.logger.wandb.mode == "online"
+    with pytest.raises(ConfigError, match="logger.wandb.mode=online needs a W&B login"):
         run_pipeline(cfg, tmp_path)
     assert not (tmp_path / "collective").exists()  # stopped before any work
+
+
+def test_the_collective_batch_is_global_under_data_parallelism(image_set):
+    """N processes each take batch_size / N: the optimizer steps per epoch do not change with the device count."""
+    from datamodules.sequential_tasks import SequentialTasksDataModule
+    from learngene_core.data.task_stream import make_task_stream
+
+    stream = make_task_stream(image_set.groups["base"], 2, 3, seed=0)
+    dm = SequentialTasksDataModule(image_set, stream, batch_size=16, on_device=False)
+
+    class FakeTrainer:
+        def __init__(self, rank, world):
+            self.global_rank, self.world_size = rank, world
+
+    single = dm.train_dataloader()
+    dm.trainer = FakeTrainer(0, 2)
+    r0 = dm.train_dataloader()
+    dm.trainer = FakeTrainer(1, 2)
+    r1 = dm.train_dataloader()
+    assert single.batch_size == 16 and r0.batch_size == r1.batch_size == 8
+    assert len(r0) == len(r1) == len(single)  # as many steps per epoch as one process
+    x0, x1 = next(iter(r0))[0], next(iter(r1))[0]
+    assert len(x0) + len(x1) == 16
+    dm.batch_size = 15
+    with pytest.raises(ValueError, match="not divisible by the 2 processes"):
+        dm.train_dataloader()

@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import make_image_set
 
-from learngene.datamodules.augmentation import BatchAugment
-from learngene.datamodules.loaders import TaskBatchLoader, TensorBatchLoader
-from learngene.datamodules.splits import groups_from_codes, groups_from_names, validate_groups
-from learngene.datamodules.target_tasks import make_episodes, make_target_task_grid, make_target_tasks
-from learngene.datamodules.task_stream import head_order, make_task_stream, train_subset
-from learngene.errors import DataError
+from learngene_core.data.augmentation import BatchAugment
+from learngene_core.data.loaders import TaskBatchLoader, TensorBatchLoader
+from learngene_core.data.splits import groups_from_codes, groups_from_names, validate_groups
+from learngene_core.data.target_tasks import make_episodes, make_target_task_grid, make_target_tasks
+from learngene_core.data.task_stream import head_order, make_task_stream, train_subset
+from learngene_core.errors import DataError
 
 BASE = list(range(10, 30))  # 20 base classes (not starting at 0, so index/value mix-ups show)
 OPEN_WORLD = list(range(40, 48))
@@ -401,7 +401,7 @@ def test_random_crop_equals_per_image_slicing_of_the_padded_image():
     """The batched gather crop is exactly torchvision-style RandomCrop(padding) done image by image."""
     import torch.nn.functional as F
 
-    from learngene.datamodules.augmentation import BatchAugment
+    from learngene_core.data.augmentation import BatchAugment
 
     aug = BatchAugment(crop_padding=3, flip=False)
     x = torch.randint(0, 256, (6, 3, 10, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

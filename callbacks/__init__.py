@@ -1,0 +1,1 @@
+"""Lightning callbacks: the criterion's statistics, gathered while the collective model trains."""

@@ -1,0 +1,50 @@
+"""MAML (Finn et al. 2017) on the individual network, meta-trained on episodes of base classes
+(``individual.ways``-way), adapted on the K shots of each target task."""
+
+from __future__ import annotations
+
+import time
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from experiments.methods.common import TaskResult, gather, my_share, test_images
+from experiments.methods.inherit import spec_for
+from experiments.methods.meta_training import episodes_datamodule, meta_train, seeded_net
+from experiments.methods.registry import Job, MethodContext, register_method
+
+
+def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
+    ctx, c = m.run, m.cfg
+    ways = ctx.cfg.individual.ways
+    net = seeded_net(spec, ctx.cfg.seed, "maml")
+    module = instantiate(c.module)(net=net, optimizer=instantiate(c.optimizer), inner_lr=c.inner_lr,
+                                   inner_steps=c.inner_steps, first_order=c.first_order)  # fmt: skip
+    dm = episodes_datamodule(ctx, "maml", c.iterations * c.meta_batch, ways, c.shots, c.queries, c.meta_batch)
+    meta_time = meta_train(ctx, "maml", identity, net, module, dm)
+    module.net = net.to(ctx.device)
+    results = []
+    for t in my_share(tasks):
+        start = time.perf_counter()
+        xs = ctx.augment.eval(ctx.image_set.x_train[t.train_idx].to(ctx.device))
+        x_test = ctx.augment.eval(test_images(ctx, t).to(ctx.device))
+        pred = module.predict_task(xs, t.train_y.to(ctx.device), x_test, c.test_steps).cpu()
+        acc = float((pred == t.test_y).float().mean())
+        results.append(TaskResult(t.seed, t.index, list(t.classes), acc, time.perf_counter() - start))
+    info = {"parameters": net.num_parameters(), "inherited_parameters": 0, "meta_train_time_s": round(meta_time, 2),
+            "first_order": bool(c.first_order)}  # fmt: skip
+    return gather(results), info
+
+
+@register_method(
+    "maml",
+    "MAML (meta-trained on base classes)",
+    config_keys=("iterations", "meta_batch", "shots", "queries", "inner_lr", "inner_steps", "test_steps",
+                 "first_order", "lr", "optimizer", "module"),
+)  # fmt: skip
+def maml(m: MethodContext) -> list[Job]:
+    spec, _ = spec_for(m.run, m.learngene)
+    cfg = OmegaConf.to_container(m.cfg, resolve=True)
+    identity = {"kind": "maml", "spec": spec.to_dict(), "config": cfg, "seed": m.run.cfg.seed,
+                "ways": m.run.cfg.individual.ways}  # fmt: skip
+    return [Job(identity=identity, run=lambda tasks: run_maml(m, spec, identity, tasks))]

@@ -1,0 +1,55 @@
+"""ProtoNet (Snell et al. 2017): an embedding with the individual network's blocks, meta-trained on
+episodes of base classes; class prototypes from the K shots of each target task."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from experiments.methods.common import TaskResult, gather, my_share, test_images
+from experiments.methods.inherit import spec_for
+from experiments.methods.meta_training import episodes_datamodule, meta_train, seeded_net
+from experiments.methods.registry import Job, MethodContext, register_method
+from lightning_modules.protonet_module import proto_logits
+
+
+def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
+    ctx, p = m.run, m.cfg
+    net = seeded_net(spec, ctx.cfg.seed, "protonet")
+    module = instantiate(p.module)(net=net, ways=p.ways, optimizer=instantiate(p.optimizer))
+    dm = episodes_datamodule(ctx, "protonet", p.episodes, p.ways, p.shots, p.queries)
+    meta_time = meta_train(ctx, "protonet", identity, net, module, dm)
+    net = net.to(ctx.device).eval()
+    results = []
+    with torch.no_grad():
+        for t in my_share(tasks):
+            start = time.perf_counter()
+            xs = ctx.augment.eval(ctx.image_set.x_train[t.train_idx].to(ctx.device))
+            support = net.conv_features(xs).float()
+            preds = []
+            for xb in test_images(ctx, t).split(500):
+                q = net.conv_features(ctx.augment.eval(xb.to(ctx.device))).float()
+                preds.append(proto_logits(support, t.train_y.to(ctx.device), q, t.ways).argmax(1).cpu())
+            acc = float((torch.cat(preds) == t.test_y).float().mean())
+            results.append(TaskResult(t.seed, t.index, list(t.classes), acc, time.perf_counter() - start))
+    n = sum(p.numel() for name, p in net.named_parameters() if name.startswith("blocks."))
+    return gather(results), {
+        "parameters": n,
+        "inherited_parameters": 0,
+        "meta_train_time_s": round(meta_time, 2),
+    }
+
+
+@register_method(
+    "protonet",
+    "ProtoNet (meta-trained on base classes)",
+    config_keys=("episodes", "ways", "shots", "queries", "lr", "optimizer", "module"),
+)
+def protonet(m: MethodContext) -> list[Job]:
+    spec, _ = spec_for(m.run, m.learngene)
+    cfg = OmegaConf.to_container(m.cfg, resolve=True)
+    identity = {"kind": "protonet", "spec": spec.to_dict(), "config": cfg, "seed": m.run.cfg.seed}
+    return [Job(identity=identity, run=lambda tasks: run_protonet(m, spec, identity, tasks))]

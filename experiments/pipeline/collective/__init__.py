@@ -1,0 +1,165 @@
+"""Stage 1: the collective model learns the task stream and grows, task by task, once per collective seed.
+
+For each task: grow (except before the first), fit with a fresh Trainer (new parameter shapes mean a
+new optimizer and a new DDP wrapper), consolidate EWC, evaluate, record. After each task the
+checkpoint, ``metrics.json`` and ``manifest.json`` of ``collective/seed_<s>/`` are written atomically;
+a run that is killed resumes at the first unfinished task, rebuilding the architecture from the
+manifest's last checkpoint before loading its weights. Each task's randomness is seeded from
+(collective seed, task), so a resumed run ends where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+import torch
+
+from experiments.pipeline import run_files
+from experiments.pipeline.collective.evaluate import evaluate
+from experiments.pipeline.collective.fit import fit_task
+from experiments.pipeline.collective.grow import grow
+from experiments.pipeline.collective.record import CollectiveHistory, prune_checkpoints, record_task
+from experiments.pipeline.collective.setup import (
+    fingerprint,
+    head_size,
+    initial_net,
+    make_datamodule,
+    make_stream,
+    probe_images,
+)
+from experiments.pipeline.context import RunContext
+from learngene_core.backbones.base import BlockNet
+from learngene_core.criterion.records import truncate_rows
+from learngene_core.errors import CheckpointError
+from learngene_core.ewc import EWC
+from learngene_core.growth import parse_schedule
+from learngene_core.utils import dist
+from learngene_core.utils.seeding import derive_seed
+
+log = logging.getLogger("learngene")
+
+
+def run_collective(ctx: RunContext) -> None:
+    for seed in ctx.collective_seeds:
+        run_collective_seed(ctx, seed)
+
+
+def _start_manifest(ctx: RunContext, seed: int, fp: dict, stream, dm) -> dict:
+    c = ctx.cfg.collective
+    return {
+        "format": run_files.MANIFEST_FORMAT, "version": run_files.MANIFEST_VERSION, "fingerprint": fp,
+        "collective_seed": seed, "mode": c.get("mode", "continual"), "n_tasks": c.n_tasks,
+        "stream": [list(task.classes) for task in stream], "class_names": ctx.image_set.class_names,
+        "head_order": dm.order, "labels": c.labels, "tau": ctx.cfg.criterion.tau, "tasks": [],
+    }  # fmt: skip
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out |= _leaves(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_fingerprint(out, manifest: dict, fp: dict) -> None:
+    if manifest["fingerprint"]["digest"] == fp["digest"]:
+        return
+    new, old = _leaves(fp["config"]), _leaves(manifest["fingerprint"]["config"])
+    differ = sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
+    raise CheckpointError(
+        f"{out} holds a collective run with another configuration (differs in: {differ}); use a new output "
+        f"directory (paths.output_dir=... or hydra.run.dir=...) or the original settings to resume"
+    )
+
+
+def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
+    cfg = ctx.cfg
+    c = cfg.collective
+    out = ctx.collective_dir(seed, own=True)
+    image_set = ctx.image_set
+    stream = make_stream(cfg, image_set, seed)
+    dm = make_datamodule(cfg, image_set, stream, ctx.augment, seed)
+    fp = fingerprint(cfg, seed)
+    schedule = (
+        parse_schedule(cfg.model.growth.schedule, cfg.model.width_mult) if cfg.model.growth.enabled else []
+    )
+    relative = c.classes_per_task if c.labels == "relative" else None
+    csv_path = out / "gradient_stats.csv"
+    manifest = run_files.read_manifest(out / "manifest.json")
+    ewc = EWC(c.ewc.lam, c.ewc.gamma) if c.ewc.enabled else None
+    if manifest is not None:
+        _check_fingerprint(out, manifest, fp)
+    else:
+        manifest = _start_manifest(ctx, seed, fp, stream, dm)
+    done = manifest["tasks"]
+    metrics_path = out / "metrics.json"
+    old_metrics = (
+        run_files.read_json_file(metrics_path, "collective metrics")
+        if (done and metrics_path.exists())
+        else {}
+    )
+    history = CollectiveHistory(old_metrics, len(done))
+    if done:
+        net, ckpt = run_files.load_checkpoint(out / done[-1]["checkpoint"], expect_task=done[-1]["task"])
+        if ewc and ckpt.get("ewc"):
+            ewc.load_state_dict(ckpt["ewc"])
+        start = done[-1]["task"] + 1
+        if start < c.n_tasks:
+            log.info("collective seed %d: resuming at task %d of %d (%s)", seed, start, c.n_tasks, out)
+    else:
+        net, start = initial_net(cfg, image_set, head_size(cfg, dm, 0), seed), 0
+    if dist.is_rank_zero():
+        truncate_rows(csv_path, start)
+    dist.barrier()
+    probe_x = (
+        probe_images(image_set, cfg.criterion.probe_images, seed) if cfg.criterion.probe_images else None
+    )
+    device = ctx.device
+    from rich.progress import Progress
+
+    with Progress(transient=False, disable=not dist.is_rank_zero()) as progress:
+        bar = progress.add_task(f"collective seed {seed}", total=c.n_tasks, completed=start)
+        for t in range(start, c.n_tasks):
+            t0 = time.perf_counter()
+            L.seed_everything(derive_seed(seed, "collective-task", t), workers=True, verbose=False)
+            head = head_size(cfg, dm, t) if (c.labels == "global" and c.head == "growing") else None
+            growth = grow(net, t, schedule, ewc, seed, cfg.model.growth.noise, head)
+            fitted, _ = fit_task(ctx, net, t, dm, ewc, relative, csv_path, probe_x)
+            net = fitted.net
+            if ewc:
+                ewc.consolidate(
+                    net.to(device), dm.fisher_batches(t), c.ewc.fisher_samples, c.ewc.fisher,
+                    generator=torch.Generator().manual_seed(derive_seed(seed, "fisher", t)), classes=relative,
+                )  # fmt: skip
+            ev = evaluate(net.to(device), dm, t, relative, ctx.augment, device, c.eval_batch_size)
+            net = net.to("cpu")
+            history.add(ev, net.num_parameters())
+            elapsed = time.perf_counter() - t0
+            if dist.is_rank_zero():
+                entry = {"task": t, "classes": list(stream[t].classes), "growth": growth, "parameters": history.params[-1],
+                         "time_s": round(elapsed, 2), "fit_time_s": round(fitted.seconds, 2),
+                         "samples": fitted.samples, "processes": fitted.processes,
+                         "gradient_stats_rank_disagreement": fitted.rank_disagreement}  # fmt: skip
+                record_task(
+                    out, t, net, ewc, dm.order, manifest, entry, history, manifest["mode"], c.classes_per_task
+                )
+                prune_checkpoints(out, manifest, c.keep_checkpoints, cfg.criterion.after_task)
+            dist.barrier()
+            row, trow, ow = ev.class_il, ev.task_il, ev.open_world
+            summary = {"collective/test/avg_acc": sum(row) / len(row), "collective/test/acc_current": row[-1],
+                       "collective/test/task_il_avg_acc": sum(trow) / len(trow), "collective/params": history.params[-1],
+                       "collective/seed": seed, **{f"collective/open_world/{k}": v for k, v in ow.items()}}  # fmt: skip
+            ctx.log_metrics(summary, step=t, step_key="collective/task")
+            log.info(
+                "collective seed %d task %d/%d classes=%s acc(current)=%.3f class-IL avg=%.3f task-IL avg=%.3f "
+                "auroc_msp=%s params=%.2fM (%.0fs)",
+                seed, t + 1, c.n_tasks, list(stream[t].classes), row[-1], sum(row) / len(row), sum(trow) / len(trow),
+                f"{ow['auroc_msp']:.3f}" if "auroc_msp" in ow else "n/a", history.params[-1] / 1e6, elapsed,
+            )  # fmt: skip
+            progress.advance(bar)
+    return net

@@ -1,0 +1,381 @@
+"""Check the whole configuration before any work starts.
+
+Each problem is reported as one line naming the key, the bad value and what is valid, e.g.
+``collective.epochs=0: must be an integer >= 1``. :func:`check_config` needs only the config;
+:func:`check_against_data` (data-dependent limits) runs once the data is loaded, still before any training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from experiments.pipeline import STAGES
+from experiments.pipeline.config_schema import check_known_keys, check_targets
+from learngene_core.criterion.selection import WEIGHTINGS
+from learngene_core.data.splits import SPLITS
+from learngene_core.data.target_tasks import PROTOCOLS
+from learngene_core.errors import ConfigError
+from learngene_core.individual import LOWER_POOLS
+
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+MODES = ("continual", "joint")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise ConfigError(f"{key} is required but not set; pass {key}=VALUE on the command line") from None
+    except Exception as err:  # interpolation errors
+        raise ConfigError(f"{key} cannot be resolved: {err}") from None
+
+
+def _fail(key: str, value: Any, valid: str) -> None:
+    raise ConfigError(f"{key}={value!r}: {valid}")
+
+
+def int_range(
+    lo: int | None = None, hi: int | None = None, none_ok: bool = False
+) -> Callable[[str, Any], None]:
+    def check(key: str, v: Any) -> None:
+        if v is None and none_ok:
+            return
+        bounds = " and ".join(
+            s for s in (f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else "") if s
+        )
+        what = f"must be an integer{' ' + bounds if bounds else ''}{' or null' if none_ok else ''}"
+        if isinstance(v, bool) or not isinstance(v, int):
+            _fail(key, v, what)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            _fail(key, v, what)
+
+    return check
+
+
+def real_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
+               none_ok: bool = False) -> Callable[[str, Any], None]:  # fmt: skip
+    def check(key: str, v: Any) -> None:
+        if v is None and none_ok:
+            return
+        lo_s = f"{'>' if lo_open else '>='} {lo}" if lo is not None else ""
+        hi_s = f"{'<' if hi_open else '<='} {hi}" if hi is not None else ""
+        what = "must be a number " + " and ".join(s for s in (lo_s, hi_s) if s)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            _fail(key, v, what)
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            _fail(key, v, what)
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            _fail(key, v, what)
+
+    return check
+
+
+def one_of(options: Sequence[Any], none_ok: bool = False) -> Callable[[str, Any], None]:
+    def check(key: str, v: Any) -> None:
+        if v is None and none_ok:
+            return
+        if v not in options:
+            _fail(key, v, f"valid values are {list(options)}{' or null' if none_ok else ''}")
+
+    return check
+
+
+def is_bool(key: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        _fail(key, v, "must be true or false")
+
+
+def int_list(lo: int = 1, min_len: int = 1) -> Callable[[str, Any], None]:
+    def check(key: str, v: Any) -> None:
+        if not isinstance(v, list | ListConfig) or len(v) < min_len:
+            _fail(key, v, f"must be a list of at least {min_len} integers >= {lo}")
+        for x in v:
+            if isinstance(x, bool) or not isinstance(x, int) or x < lo:
+                _fail(key, list(v), f"every entry must be an integer >= {lo}")
+
+    return check
+
+
+RULES: dict[str, Callable[[str, Any], None]] = {
+    "seed": int_range(0),
+    "data.image_size": int_range(8, 1024),
+    "data.split": one_of(SPLITS),
+    "data.on_device": is_bool,
+    "data.augment.crop_padding": int_range(0, 64),
+    "data.augment.flip": is_bool,
+    "model.width_mult": real_range(0, lo_open=True),
+    "model.growth.enabled": is_bool,
+    "model.growth.noise": real_range(0),
+    "collective.mode": one_of(MODES),
+    "collective.seeds": int_list(0),
+    "collective.n_tasks": int_range(1),
+    "collective.classes_per_task": int_range(2),
+    "collective.replacement": is_bool,
+    "collective.train_per_class": int_range(1, none_ok=True),
+    "collective.labels": one_of(("global", "relative")),
+    "collective.head": one_of(("growing", "fixed")),
+    "collective.epochs": int_range(1),
+    "collective.batch_size": int_range(1),
+    "collective.lr": real_range(0, lo_open=True),
+    "collective.momentum": real_range(0, 1, hi_open=True),
+    "collective.weight_decay": real_range(0),
+    "collective.eval_batch_size": int_range(1),
+    "collective.open_world_enters_at": int_range(1, none_ok=True),
+    "collective.keep_checkpoints": one_of(("all", "last")),
+    "collective.ewc.enabled": is_bool,
+    "collective.ewc.lam": real_range(0),
+    "collective.ewc.gamma": real_range(0, 1, lo_open=True),
+    "collective.ewc.fisher": one_of(("empirical", "sampled")),
+    "collective.ewc.fisher_samples": int_range(1),
+    "criterion.tau": real_range(0),
+    "criterion.k": int_range(1),
+    "criterion.warmup_tasks": int_range(0),
+    "criterion.task_weighting": one_of(WEIGHTINGS),
+    "criterion.epoch_aggregate": one_of(("mean", "last")),
+    "criterion.stability": real_range(0),
+    "criterion.after_task": int_range(0, none_ok=True),
+    "criterion.window": int_range(0, none_ok=True),
+    "criterion.probe_images": int_range(0),
+    "criterion.fisher_samples": int_range(1),
+    "individual.ways": int_range(2),
+    "individual.shots": int_list(1),
+    "individual.n_tasks": int_range(1),
+    "individual.seeds": int_list(0),
+    "individual.protocol": one_of(PROTOCOLS),
+    "individual.queries": int_range(1),
+    "individual.epochs": int_range(1),
+    "individual.batch_size": int_range(1),
+    "individual.lr": real_range(0, lo_open=True),
+    "individual.momentum": real_range(0, 1, hi_open=True),
+    "individual.weight_decay": real_range(0),
+    "individual.hidden": int_list(1, 0),
+    "individual.pool_to": int_range(1),
+    "individual.lower_pools": one_of(LOWER_POOLS),
+    "individual.freeze_inherited": is_bool,
+    "individual.inherited_lr": real_range(0, none_ok=True),
+    "individual.batched": is_bool,
+    "individual.task_batch": int_range(1, none_ok=True),
+    "individual.stacking": one_of(("auto", "loop", "grouped")),
+    "trainer.accelerator": one_of(ACCELERATORS),
+    "trainer.precision": one_of(PRECISIONS),
+    "trainer.num_nodes": int_range(1),
+    "trainer.sync_batchnorm": is_bool,
+    "compute.channels_last": is_bool,
+    "compute.compile": is_bool,
+}
+METHOD_RULES: dict[str, dict[str, Callable[[str, Any], None]]] = {
+    "prototype": {"metric": one_of(("euclidean", "cosine"))},
+    "linear_probe": {"max_iter": int_range(1)},
+    "protonet": {"episodes": int_range(1), "ways": int_range(2), "shots": int_range(1), "queries": int_range(1),
+                 "lr": real_range(0, lo_open=True)},
+    "maml": {"iterations": int_range(1), "meta_batch": int_range(1), "shots": int_range(1), "queries": int_range(1),
+             "inner_lr": real_range(0, lo_open=True), "inner_steps": int_range(1), "test_steps": int_range(1),
+             "first_order": is_bool, "lr": real_range(0, lo_open=True)},
+}  # fmt: skip
+
+
+def check_stages(cfg: DictConfig) -> list[str]:
+    stages = list(_get(cfg, "stage") or [])
+    if not stages:
+        _fail("stage", stages, f"must list at least one of {list(STAGES)}")
+    for s in stages:
+        if s not in STAGES:
+            _fail("stage", stages, f"{s!r} is not a stage; valid stages are {list(STAGES)}")
+    order = [STAGES.index(s) for s in stages]
+    if order != sorted(order) or len(set(order)) != len(order):
+        _fail("stage", stages, f"stages must appear once each in pipeline order {list(STAGES)}")
+    return stages
+
+
+def check_methods(cfg: DictConfig, stages: list[str]) -> None:
+    from experiments.methods.registry import get_method, method_names
+    from experiments.pipeline.config_schema import suggest
+
+    registered = method_names()
+    methods = list((_get(cfg, "methods") or {}).keys())
+    for m in methods:
+        if m not in registered:
+            _fail("methods", methods, f"{m!r} is not a registered method; registered: {registered}")
+        keys = get_method(m).config_keys
+        node = _get(cfg, f"methods.{m}") or {}
+        for k in node if keys is not None else ():
+            if k not in keys:
+                raise ConfigError(f"methods.{m}.{k} is not a key of method {m!r}{suggest(str(k), keys)}; its keys: "
+                                  f"{sorted(keys)}")  # fmt: skip
+        for key, rule in METHOD_RULES.get(m, {}).items():
+            rule(f"methods.{m}.{key}", _get(cfg, f"methods.{m}.{key}"))
+    if not methods and "individual" in stages:
+        _fail("methods", methods, f"the individual stage needs at least one of {registered}")
+
+
+def probe_network(cfg: DictConfig):
+    """The collective backbone ``model.net`` builds at the configured image size (3 channels, 2 classes)."""
+    from hydra.utils import instantiate
+
+    try:
+        factory = instantiate(cfg.model.net)
+    except Exception as err:
+        raise ConfigError(f"model.net cannot be built ({type(err).__name__}: {err})") from None
+    try:
+        return factory(input_size=int(cfg.data.image_size), in_channels=3, num_classes=2)
+    except ValueError as err:
+        raise ConfigError(f"data.image_size={cfg.data.image_size}: {err}") from None
+    except Exception as err:
+        raise ConfigError(f"model.net={OmegaConf.to_container(cfg.model.net)} cannot be built "
+                          f"({type(err).__name__}: {err})") from None  # fmt: skip
+
+
+def check_model(cfg: DictConfig) -> None:
+    net = probe_network(cfg)
+    n = len(net.blocks)
+    k = _get(cfg, "criterion.k")
+    if k > n:
+        _fail("criterion.k", k, f"must be at most the number of blocks of model.net ({n})")
+    window = _get(cfg, "criterion.window")
+    if window is not None and window > n - k:
+        _fail("criterion.window", window, f"a window of k={k} blocks starts at 0..{n - k}")
+    for i, entry in enumerate(_get(cfg, "model.growth.schedule") or []):
+        e = OmegaConf.to_container(entry) if isinstance(entry, DictConfig | ListConfig) else entry
+        if isinstance(e, dict):
+            ok = e.get("op") == "deepen" and isinstance(e.get("after"), int) and 0 <= e["after"] < n
+            ok = ok and net.kind == "vgg"
+        else:
+            ok = isinstance(e, list) and len(e) == 2 and 0 <= int(e[0]) < n and int(e[1]) >= 1
+        if not ok:
+            deepen = " or {op: deepen, after: i}" if net.kind == "vgg" else " (this backbone cannot deepen)"
+            _fail(
+                f"model.growth.schedule[{i}]", e, f"entries are [block index 0..{n - 1}, units >= 1]{deepen}"
+            )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` on the first invalid value (config-only checks; data checks come later)."""
+    check_known_keys(cfg)
+    for key, rule in RULES.items():
+        rule(key, _get(cfg, key))
+    check_targets(cfg)
+    for key in [f"data.{k}" for k in _get(cfg, "data") if k != "source"]:
+        _get(cfg, key)  # a missing data.path is named here
+    for key in [f"data.source.{k}" for k in (_get(cfg, "data.source") or {})]:
+        _get(cfg, key)
+    stages = check_stages(cfg)
+    check_methods(cfg, stages)
+    from learngene_core.criterion.registry import statistic_names
+
+    one_of(statistic_names())("criterion.statistic", _get(cfg, "criterion.statistic"))
+    check_model(cfg)
+    if _get(cfg, "collective.labels") == "relative" and _get(cfg, "collective.head") == "growing":
+        _fail(
+            "collective.head",
+            "growing",
+            "task-relative labels use one shared head; set collective.head=fixed",
+        )
+    if _get(cfg, "collective.mode") == "joint" and _get(cfg, "collective.labels") == "relative":
+        _fail(
+            "collective.labels", "relative", "the joint ancestor learns all base classes at once: use global"
+        )
+    wandb = OmegaConf.select(cfg, "logger.wandb")
+    if wandb is not None:
+        one_of(("online", "offline", "disabled"))("logger.wandb.mode", _get(cfg, "logger.wandb.mode"))
+    from_run = _get(cfg, "from_run")
+    if from_run is not None and not Path(str(from_run)).is_dir():
+        _fail("from_run", from_run, "must be the output directory of an earlier run (it does not exist)")
+    if from_run is not None and "collective" in stages:
+        _fail(
+            "from_run",
+            from_run,
+            "reuses an earlier collective run, so 'collective' cannot be in stage as well",
+        )
+    if _get(cfg, "trainer.precision") == "16-mixed" and "criterion_stats" in (_get(cfg, "callbacks") or {}):
+        _fail("trainer.precision", "16-mixed", "scales the loss, so the gradient statistics would read scaled "
+              "gradients; use bf16-mixed or 32-true (or callbacks=none)")  # fmt: skip
+    if (
+        "learngene" in stages
+        and "collective" in stages
+        and "criterion_stats" not in (_get(cfg, "callbacks") or {})
+    ):
+        _fail("callbacks", list((_get(cfg, "callbacks") or {}).keys()),
+              "the learngene stage reads the criterion statistics: keep callbacks.criterion_stats")  # fmt: skip
+    out = Path(str(_get(cfg, "paths.output_dir")))
+    seeds = [int(s) for s in _get(cfg, "collective.seeds")]
+    if from_run is None and "collective" not in stages and stages[0] != "report":
+        missing = [s for s in seeds if not (out / "collective" / f"seed_{s}" / "manifest.json").exists()]
+        if missing:
+            _fail("stage", stages, f"stages after 'collective' need its outputs (none for collective seeds {missing} "
+                  f"under {out}): add 'collective', or set from_run=DIR of a finished run")  # fmt: skip
+    if from_run is not None and stages[0] != "report":
+        missing = [
+            s
+            for s in seeds
+            if not (Path(str(from_run)) / "collective" / f"seed_{s}" / "manifest.json").exists()
+        ]
+        if missing:
+            _fail("from_run", from_run, f"holds no collective run for collective seeds {missing} (collective/seed_<s>/"
+                  f"manifest.json); set collective.seeds to the seeds it has")  # fmt: skip
+    mean, std = _get(cfg, "data.mean"), _get(cfg, "data.std")
+    if len(mean) != len(std) or any(s <= 0 for s in std):
+        _fail("data.std", list(std), f"needs one positive value per channel, like data.mean {list(mean)}")
+
+
+def check_against_data(ctx) -> list[str]:
+    """Checks that need the data (ways vs classes, shots vs images, ...); returns a summary of the protocol."""
+    from experiments.pipeline.collective.setup import make_stream
+    from experiments.pipeline.individual_stage import target_tasks
+    from learngene_core.errors import DataError
+
+    cfg, image_set = ctx.cfg, ctx.image_set
+    lines = []
+    if image_set.image_size != cfg.data.image_size:
+        raise ConfigError(
+            f"data.image_size={cfg.data.image_size} but the source produced {image_set.image_size} px images"
+        )
+    for seed in ctx.collective_seeds:
+        try:
+            stream = make_stream(cfg, image_set, seed)
+        except DataError as err:
+            raise ConfigError(str(err)) from None
+        shown = ", ".join(str(list(t.classes)) for t in stream[:4])
+        lines.append(f"collective stream (seed {seed}): {len(stream)} tasks of {cfg.collective.classes_per_task} "
+                     f"classes: {shown}{' ...' if len(stream) > 4 else ''}")  # fmt: skip
+    if cfg.collective.train_per_class is not None:
+        base = set(image_set.groups["base"])
+        per_class = min(len(v) for c, v in image_set.indices_by_class("train").items() if c in base)
+        if cfg.collective.train_per_class > per_class:
+            raise ConfigError(f"collective.train_per_class={cfg.collective.train_per_class} but a base class has only "
+                              f"{per_class} training images; use at most {per_class} or null")  # fmt: skip
+    icfg = cfg.individual
+    for group, key in (("novel", "individual.ways"),):
+        n = len(image_set.groups[group])
+        if icfg.ways > n:
+            raise ConfigError(f"{key}={icfg.ways}: the {group} group has {n} classes; use at most {n}")
+    train_counts = image_set.indices_by_class("train")
+    novel_min = min(len(train_counts[c]) for c in image_set.groups["novel"])
+    extra = icfg.queries if icfg.protocol == "episodic" else 0
+    for shots in icfg.shots:
+        if shots + extra > novel_min:
+            what = f"{shots} shots + {extra} queries" if extra else f"{shots} shots"
+            raise ConfigError(
+                f"individual.shots={list(icfg.shots)}: {what} need {shots + extra} training images per class but a novel "
+                f"class has {novel_min}; use individual.shots <= {novel_min - extra}"
+            )
+    for shots in icfg.shots:
+        tasks = target_tasks(ctx, shots)
+        lines.append(f"target tasks, {shots}-shot: {len(tasks)} ({cfg.individual.n_tasks} per seed x seeds "
+                     f"{list(cfg.individual.seeds)}), e.g. classes {[list(t.classes) for t in tasks[:3]]}")  # fmt: skip
+    base = len(image_set.groups["base"])
+    methods = set(cfg.methods)
+    if "protonet" in methods and cfg.methods.protonet.ways > base:
+        raise ConfigError(
+            f"methods.protonet.ways={cfg.methods.protonet.ways} but there are {base} base classes"
+        )
+    if "maml" in methods and cfg.individual.ways > base:
+        raise ConfigError(
+            f"MAML meta-trains {cfg.individual.ways}-way episodes but there are {base} base classes"
+        )
+    return lines

@@ -1,0 +1,130 @@
+"""What every stage needs: the resolved config, the output directory, the data, Trainers and loggers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+from experiments.pipeline import run_files
+from experiments.pipeline.objects import build
+from learngene_core.data.augmentation import BatchAugment
+from learngene_core.data.image_set import ImageSet
+from learngene_core.errors import ConfigError
+from learngene_core.utils import dist
+
+log = logging.getLogger("learngene")
+
+
+class RunContext:
+    def __init__(self, cfg: DictConfig, output_dir: str | Path, loggers: list[Logger] | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(output_dir)
+        self.loggers = loggers or []
+        self.source = Path(str(cfg.from_run)) if cfg.get("from_run") else self.out
+        self.timings: dict[str, float] = {}
+        self.image_set_override: ImageSet | None = None
+
+    # -- data ---------------------------------------------------------------------------------------
+    @cached_property
+    def image_set(self) -> ImageSet:
+        t = time.perf_counter()
+        image_set = self.image_set_override or build(self.cfg.data.source, "data.source")
+        log.info("data: %s (%.1fs)", image_set.summary(), time.perf_counter() - t)
+        return image_set
+
+    @cached_property
+    def augment(self) -> BatchAugment:
+        d = self.cfg.data
+        return BatchAugment(
+            mean=list(d.mean),
+            std=list(d.std),
+            crop_padding=int(d.augment.crop_padding),
+            flip=bool(d.augment.flip),
+            channels_last=bool(self.cfg.compute.channels_last),
+        )
+
+    @cached_property
+    def device(self) -> torch.device:
+        """The device this process evaluates (and, in stage 3, trains) on."""
+        acc = self.cfg.trainer.accelerator
+        if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"trainer.accelerator={acc!r} but no CUDA device is available; use trainer.accelerator=cpu"
+                )
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device("cuda", torch.cuda.current_device() if dist.world_size() == 1 else local)
+        return torch.device("cpu")
+
+    # -- paths --------------------------------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    @property
+    def collective_seeds(self) -> list[int]:
+        return [int(s) for s in self.cfg.collective.seeds]
+
+    def collective_dir(self, seed: int, own: bool = False) -> Path:
+        """Stage-1 outputs of collective seed ``seed``: this run's (``own``) or, with from_run, the earlier run's."""
+        return run_files.collective_dir(self.out if own else self.source, seed)
+
+    def learngene_dir(self, seed: int, own: bool = False) -> Path:
+        """This run's learngene of ``seed`` if the learngene stage ran here (or ``own``), else from_run's."""
+        mine = run_files.learngene_dir(self.out, seed)
+        if own or (mine / "learngene.pt").exists() or self.source == self.out:
+            return mine
+        return run_files.learngene_dir(self.source, seed)
+
+    # -- Trainers -----------------------------------------------------------------------------------
+    def make_trainer(self, max_epochs: int, callbacks: list | None = None, logger: Any = False,
+                     single_device: bool = False) -> L.Trainer:  # fmt: skip
+        """A fresh Trainer from ``cfg.trainer`` (every flag there passes through). ``single_device``: this
+        process only (stage 3 shards tasks, not data)."""
+        kw: dict[str, Any] = {"default_root_dir": str(self.out)}
+        if single_device:
+            from lightning.pytorch.strategies import SingleDeviceStrategy
+
+            kw.update(
+                accelerator="gpu" if self.device.type == "cuda" else "cpu",
+                strategy=SingleDeviceStrategy(device=self.device),
+                devices=1,
+                num_nodes=1,
+                sync_batchnorm=False,
+            )
+        elif self.cfg.trainer.accelerator == "cuda":
+            kw["accelerator"] = "gpu"
+        return instantiate(self.cfg.trainer)(
+            max_epochs=max_epochs, callbacks=callbacks or [], logger=logger, **kw
+        )
+
+    # -- logging ------------------------------------------------------------------------------------
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, step_key: str | None = None
+    ) -> None:
+        """Log to every logger (rank 0). ``step_key`` names the step metric W&B plots these against
+        (e.g. ``collective/task``), so that per-task metrics use the task index as their step."""
+        clean = {
+            k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if not dist.is_rank_zero() or not self.loggers:
+            return
+        if step_key is not None and step is not None:
+            clean[step_key] = float(step)
+        for lg in self.loggers:
+            lg.log_metrics(clean, step=None if is_wandb(lg) else step)
+
+
+def is_wandb(logger: Logger) -> bool:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return isinstance(logger, WandbLogger)

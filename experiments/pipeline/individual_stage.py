@@ -1,0 +1,139 @@
+"""Stage 3: the individual model and every method, on the same target tasks, seeds and budget, for every
+collective seed's learngene.
+
+Each method plans :class:`~experiments.methods.registry.Job` s; a job's *computation* is keyed by what
+determines its numbers (its identity plus the shared stage-3 settings), so equal computations run once:
+the selected window's judgement arm is the learngene run, every scratch network is shared by all
+collective seeds (it does not depend on stage 1), ProtoNet and MAML train once. Results go to
+``individual/results_raw.json`` as soon as each computation is done, so a killed run resumes with the
+next one; with ``individual.cache_dir`` finished computations are also shared between runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from experiments.methods.registry import MethodContext, get_method
+from experiments.pipeline import run_files
+from experiments.pipeline.context import RunContext
+from learngene_core.artifact import Learngene, load_learngene
+from learngene_core.data.target_tasks import make_target_task_grid
+from learngene_core.utils import dist
+from learngene_core.utils.io import atomic_write_json
+
+log = logging.getLogger("learngene")
+# individual.* keys that do not change the numbers (how tasks are grouped for training, where caches live)
+NOT_RESULT_KEYS = ("batched", "task_batch", "stacking", "cache_dir", "module")
+
+
+def target_tasks(ctx: RunContext, shots: int):
+    icfg = ctx.cfg.individual
+    return make_target_task_grid(
+        ctx.image_set,
+        icfg.n_tasks,
+        icfg.ways,
+        shots,
+        list(icfg.seeds),
+        protocol=icfg.protocol,
+        queries=icfg.queries,
+    )
+
+
+def shared_settings(ctx: RunContext) -> dict:
+    """The stage-3 settings every computation depends on."""
+    icfg = OmegaConf.to_container(ctx.cfg.individual, resolve=True)
+    for key in NOT_RESULT_KEYS:
+        icfg.pop(key, None)
+    data = OmegaConf.to_container(ctx.cfg.data, resolve=True)
+    data.pop("on_device", None)
+    return {"individual": icfg, "data": data, "width_mult": ctx.cfg.model.width_mult}
+
+
+def computation_key(identity: dict, shots: int, settings: dict) -> str:
+    blob = json.dumps(
+        {"identity": identity, "shots": shots, "settings": settings}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def entry_key(method: str, shots: int, seed: int, arm: str | None) -> str:
+    return f"{method}{'/' + arm if arm else ''}@{shots}/seed{seed}"
+
+
+class ComputationCache:
+    """Finished computations: this run's results_raw.json, and optionally a folder shared between runs."""
+
+    def __init__(self, raw: dict, shared: Path | None) -> None:
+        self.raw, self.shared = raw, shared
+
+    def get(self, key: str) -> dict | None:
+        if key in self.raw["computations"]:
+            return self.raw["computations"][key]
+        if self.shared is not None and (self.shared / f"{key}.json").exists():
+            comp = run_files.read_json_file(self.shared / f"{key}.json", "shared stage-3 result")
+            self.raw["computations"][key] = comp
+            return comp
+        return None
+
+    def put(self, key: str, comp: dict) -> None:
+        self.raw["computations"][key] = comp
+        if self.shared is not None and dist.is_rank_zero():
+            atomic_write_json(self.shared / f"{key}.json", comp)
+
+
+def load_learngenes(ctx: RunContext) -> dict[int, Learngene]:
+    return {
+        seed: load_learngene(
+            ctx.learngene_dir(seed) / "learngene.pt", ctx.cfg.data.image_size, ctx.image_set.channels
+        )
+        for seed in ctx.collective_seeds
+    }
+
+
+def run_individual(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
+    raw_path = run_files.raw_results_path(ctx.out)
+    raw = run_files.read_raw_results(raw_path)
+    shared = Path(str(cfg.individual.cache_dir)).expanduser() if cfg.individual.get("cache_dir") else None
+    cache = ComputationCache(raw, shared)
+    settings = shared_settings(ctx)
+    learngenes = load_learngenes(ctx)
+    plan = []
+    for shots in cfg.individual.shots:
+        for seed, lg in learngenes.items():
+            for name in cfg.methods:
+                m = MethodContext(ctx, cfg.methods[name], seed, lg, int(shots))
+                for job in get_method(name).plan(m):
+                    plan.append((name, int(shots), seed, job))
+    from rich.progress import Progress
+
+    with Progress(disable=not dist.is_rank_zero()) as progress:
+        bar = progress.add_task("individual", total=len(plan))
+        for name, shots, seed, job in plan:
+            key = entry_key(name, shots, seed, job.arm)
+            ckey = computation_key(job.identity, shots, settings)
+            progress.update(bar, description=f"individual {key}")
+            comp = cache.get(ckey)
+            if comp is None:
+                tasks = target_tasks(ctx, shots)
+                t0 = time.perf_counter()
+                results, info = job.run(tasks)
+                comp = {"info": info, "tasks": [r.to_dict() for r in results],
+                        "wall_time_s": round(time.perf_counter() - t0, 2), "first_entry": key}  # fmt: skip
+                cache.put(ckey, comp)
+                accs = [r["acc"] for r in comp["tasks"]]
+                log.info("individual %s: mean acc %.3f over %d tasks (%.0fs)", key, sum(accs) / len(accs), len(accs),
+                         comp["wall_time_s"])  # fmt: skip
+            raw["entries"][key] = {"method": name, "shots": shots, "collective_seed": seed, "arm": job.arm,
+                                   "computation": ckey, **job.extra}  # fmt: skip
+            if dist.is_rank_zero():
+                atomic_write_json(raw_path, raw)
+            progress.advance(bar)
+    dist.barrier()
+    return raw

@@ -1,0 +1,133 @@
+"""Run the selected stages in order for one resolved config."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from experiments.pipeline.config_check import check_against_data, check_config
+from experiments.pipeline.context import RunContext, is_wandb
+from learngene_core.errors import LearngeneError
+from learngene_core.utils import dist
+from learngene_core.utils.io import atomic_write_json, read_json
+
+log = logging.getLogger("learngene")
+
+
+def make_loggers(cfg: DictConfig, out: Path) -> list:
+    """Every logger of ``cfg.logger`` (rank 0 only); W&B gets this run directory's persistent run id."""
+    if not dist.is_rank_zero():
+        return []
+    loggers = []
+    for name, node in (cfg.logger or {}).items():
+        if name == "wandb":
+            from experiments.pipeline.wandb_logging import make_wandb_logger
+
+            loggers.append(make_wandb_logger(node, out))
+        else:
+            loggers.append(instantiate(node))
+    return loggers
+
+
+def quiet_libraries() -> None:
+    """One Trainer per task would repeat Lightning's start-up banner and hints dozens of times."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*does not have many workers.*",
+                    ".*litlogger.*", ".*GPU available but not used.*"):  # fmt: skip
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def set_output_dir(cfg: DictConfig, output_dir: str | Path) -> Path:
+    """``paths.output_dir`` when set, else Hydra's run directory; written back so every ``${paths.output_dir}``
+    (logger save dirs) resolves to the same place."""
+    out = Path(str(cfg.paths.output_dir)) if cfg.paths.get("output_dir") else Path(output_dir)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    return out
+
+
+def run_stage(ctx: RunContext, stage: str) -> dict | None:
+    if stage == "collective":
+        from experiments.pipeline.collective import run_collective
+
+        run_collective(ctx)
+    elif stage == "learngene":
+        from experiments.pipeline.learngene_stage import run_learngene
+
+        run_learngene(ctx)
+    elif stage == "individual":
+        from experiments.pipeline.individual_stage import run_individual
+
+        run_individual(ctx)
+    elif stage == "report":
+        from experiments.pipeline.report_stage import run_report, to_markdown
+
+        result = run_report(ctx)
+        if dist.is_rank_zero():
+            from rich.console import Console
+            from rich.markdown import Markdown
+
+            Console(file=sys.stdout, width=140).print(Markdown(to_markdown(result)))
+        return result
+    return None
+
+
+def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
+    """Check the config, then run ``cfg.stage`` in order; returns the results dict if the report ran."""
+    out = set_output_dir(cfg, output_dir)
+    check_config(cfg)
+    quiet_libraries()
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # under torchrun / srun, join the process group up front: stages other than a DDP fit (a resumed,
+    # finished stage 1; stage 3's task sharding and gathering) need it too. Lightning reuses it.
+    cuda = cfg.trainer.accelerator != "cpu" and torch.cuda.is_available()
+    dist.ensure_process_group("nccl" if cuda else "gloo")
+    loggers = make_loggers(cfg, out)
+    ctx = RunContext(cfg, out, loggers)
+    log.info("run %s: seed %d, stages %s, output %s", cfg.exp_name, cfg.seed, list(cfg.stage), out)
+    result = None
+    try:
+        for line in check_against_data(ctx):
+            log.info(line)
+        for lg in loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        for stage in cfg.stage:
+            start = time.perf_counter()
+            log.info("stage %s ...", stage)
+            result = run_stage(ctx, stage) or result
+            ctx.timings[stage] = round(time.perf_counter() - start, 1)
+            log.info("stage %s done in %.1fs", stage, ctx.timings[stage])
+            if dist.is_rank_zero():
+                path = out / "timings.json"
+                previous = read_json(path) if path.exists() else {}
+                atomic_write_json(path, {**previous, **ctx.timings})
+    finally:
+        failed = sys.exc_info()[0] is not None
+        for lg in loggers:
+            lg.finalize("failed" if failed else "success")
+            if is_wandb(lg):
+                from experiments.pipeline.wandb_logging import finish
+
+                finish(lg, failed)
+    return result
+
+
+def main_guarded(cfg: DictConfig, output_dir: str | Path) -> dict | None:
+    """The entry point's wrapper: known errors print one clear line and exit with status 2."""
+    try:
+        return run_pipeline(cfg, output_dir)
+    except LearngeneError as err:
+        log.error("%s: %s", type(err).__name__, err)
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,1 +1,0 @@
-"""Lightning callbacks: the gradient statistics of the criterion."""

@@ -1,1 +1,0 @@
-"""Data sources, class splits, task streams, target tasks, batch augmentation and Lightning DataModules."""

@@ -1,1 +1,0 @@
-"""LightningModules: thin wrappers that train the plain-torch networks of learngene.core."""

@@ -1,0 +1,1 @@
+"""Data sources, class splits, task streams, target tasks, batch augmentation and in-memory loaders (no Lightning)."""

@@ -1,0 +1,1 @@
+"""Continual-learning, open-world and few-shot statistics."""
