@@ -3,13 +3,15 @@
 The stream is drawn once (seeded) from the base group; ``set_task(t)`` selects the task the next
 ``fit`` trains on. Labels are global base-class labels by default (the row of the class in the growing
 head, in order of first appearance), or task-relative 0..C-1 (``labels="relative"``, the original
-code's behaviour). It also serves each task's test images, the known images (test images of the
+code's behaviour). A task with ``samples`` set is a phase of the joint ancestor: that many training images
+drawn (seeded) from all its classes. It also serves each task's test images, the known images (test images of the
 classes seen so far) and the unknowns (test images of the open-world classes not yet learned).
 """
 
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 
 from datamodules.device_images import DeviceImages
@@ -56,7 +58,8 @@ class SequentialTasksDataModule(L.LightningDataModule):
 
     def task_size(self, t: int) -> int:
         """Training images of task ``t`` (one epoch, all processes together)."""
-        return sum(len(self.train_idx[c]) for c in self.stream[t].classes)
+        task = self.stream[t]
+        return task.samples if task.samples is not None else sum(len(self.train_idx[c]) for c in task.classes)
 
     def classes_seen(self, t: int) -> list[int]:
         """Dataset classes seen in tasks 0..t, in head order."""
@@ -71,6 +74,11 @@ class SequentialTasksDataModule(L.LightningDataModule):
         pool = self.train_idx if split == "train" else self.test_idx
         idx = torch.cat([torch.as_tensor(pool[c]) for c in task.classes]).long()
         y = torch.cat([torch.full((len(pool[c]),), self.label(c, task)) for c in task.classes]).long()
+        if split == "train" and task.samples is not None:  # a joint phase: a seeded subset of all classes
+            pick = np.sort(
+                np.random.default_rng([self.seed, 5, t]).choice(len(idx), task.samples, replace=False)
+            )
+            idx, y = idx[torch.from_numpy(pick)], y[torch.from_numpy(pick)]
         return idx, y
 
     def known_images(self, t: int) -> torch.Tensor:

@@ -198,12 +198,26 @@ def parse_schedule(schedule, width_mult: float = 1.0) -> list[dict]:
     return out
 
 
-def distinct_units(weight: torch.Tensor, rtol: float = 1e-6) -> int:
-    """How many of a layer's units (rows of dim 0) are distinct: rows within ``rtol`` (relative to the
-    larger row norm) of an earlier row count once. Tied Net2Net copies are exactly equal."""
+def _relative_distances(weight: torch.Tensor) -> torch.Tensor:
+    """||w_i - w_j|| / max(||w_i||, ||w_j||) for every pair of units (rows of dim 0)."""
     w = weight.detach().float().reshape(weight.shape[0], -1)
     norms = w.norm(dim=1)
     dist = torch.cdist(w, w, compute_mode="donot_use_mm_for_euclid_dist")  # exact 0 for exact copies
-    scale = torch.maximum(norms[:, None], norms[None, :]).clamp_min(1e-12)
-    close = (dist <= rtol * scale).triu(1)
+    return dist / torch.maximum(norms[:, None], norms[None, :]).clamp_min(1e-12)
+
+
+def distinct_units(weight: torch.Tensor, rtol: float = 1e-6) -> int:
+    """How many of a layer's units (rows of dim 0) are distinct: rows within ``rtol`` (relative to the
+    larger row norm) of an earlier row count once. Tied Net2Net copies are exactly equal."""
+    close = (_relative_distances(weight) <= rtol).triu(1)
     return int(weight.shape[0] - close.any(0).sum())
+
+
+def nearest_unit_distance(weight: torch.Tensor) -> float:
+    """The smallest relative distance between two of a layer's units (0 for a tied copy): how far the
+    closest pair -- typically a Net2Net copy and its source -- has separated."""
+    if weight.shape[0] < 2:
+        return float("inf")
+    d = _relative_distances(weight)
+    d.fill_diagonal_(float("inf"))
+    return float(d.min())

@@ -6,8 +6,9 @@ package. MAML needs only a functional forward with explicit fast weights, which 
 
 Inner loop: ``inner_steps`` SGD steps on the support set from the shared initialisation; outer loss:
 cross-entropy of the adapted weights on the query set. ``first_order`` drops the second derivatives
-(FOMAML). BatchNorm uses batch statistics while adapting (as in the reference implementation) and
-running statistics for evaluation, so test predictions do not depend on how test images are batched.
+(FOMAML). BatchNorm uses batch statistics throughout, as the reference implementation does: while
+adapting, and at test time on the whole query set of a task at once (transductive batch statistics;
+the running statistics are never used). ``loss_curve`` keeps every meta-training step's loss.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class MamlModule(L.LightningModule):
         self.net, self.optimizer_factory = net, optimizer
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.guard = FiniteLossGuard("maml meta-training")
+        self.loss_curve: list[torch.Tensor] = []
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         params = dict(self.net.named_parameters())
@@ -54,6 +56,7 @@ class MamlModule(L.LightningModule):
             losses.append(F.cross_entropy(functional_call(self.net, (fast, buffers), (xq,)).float(), yq))
         loss = torch.stack(losses).mean()
         self.guard.check(loss, self.current_epoch, self.global_step)
+        self.loss_curve.append(loss.detach())
         self.log("maml/train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
         return loss
 
@@ -61,16 +64,16 @@ class MamlModule(L.LightningModule):
         return self.optimizer_factory(self.net.parameters())
 
     @torch.no_grad()
-    def predict_task(self, xs: torch.Tensor, ys: torch.Tensor, x_test: torch.Tensor, steps: int,
-                     batch_size: int = 500) -> torch.Tensor:  # fmt: skip
-        """Adapt a copy of the initialisation on the support set, then predict ``x_test`` (eval-mode BN)."""
+    def predict_task(
+        self, xs: torch.Tensor, ys: torch.Tensor, x_test: torch.Tensor, steps: int
+    ) -> torch.Tensor:
+        """Adapt a copy of the initialisation on the support set, then predict the whole query set ``x_test``
+        in one batch with batch statistics (the reference protocol: transductive BatchNorm)."""
         self.net.train()
         params = {k: v.detach() for k, v in self.net.named_parameters()}
         buffers = {k: v.detach().clone() for k, v in self.net.named_buffers()}
         with torch.enable_grad():
             params = {k: v.requires_grad_(True) for k, v in params.items()}
             fast = adapt(self.net, params, buffers, xs, ys, steps, self.inner_lr, create_graph=False)
-        self.net.eval()
-        out = [functional_call(self.net, ({k: v.detach() for k, v in fast.items()}, buffers), (xb,)) for xb in
-               x_test.split(batch_size)]  # fmt: skip
-        return torch.cat(out).argmax(1)
+        out = functional_call(self.net, ({k: v.detach() for k, v in fast.items()}, buffers), (x_test,))
+        return out.argmax(1)

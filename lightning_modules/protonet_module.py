@@ -26,6 +26,7 @@ class ProtoNetModule(L.LightningModule):
         super().__init__()
         self.net, self.ways, self.optimizer_factory = net, ways, optimizer
         self.guard = FiniteLossGuard("protonet meta-training")
+        self.loss_curve: list[torch.Tensor] = []  # every meta-training step's loss
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.conv_features(x)
@@ -38,6 +39,7 @@ class ProtoNetModule(L.LightningModule):
             losses.append(F.cross_entropy(logits, yq))
         loss = torch.stack(losses).mean()
         self.guard.check(loss, self.current_epoch, self.global_step)
+        self.loss_curve.append(loss.detach())
         self.log("protonet/train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
         return loss
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,24 @@ def test_finite_loss_guard_names_the_first_bad_step_also_when_deferred():
         deferred.check(torch.tensor(value), 0, step + 1)
     with pytest.raises(NonFiniteLossError, match="individual, epoch 0, step 3"):
         deferred.flush()
+
+
+def test_convergence_verdict_on_flat_and_falling_curves():
+    from learngene_core.metrics.convergence import convergence
+
+    assert convergence([1.0] * 50 + [0.5] * 50)["converged"]  # flat at the end
+    falling = convergence(list(np.linspace(2.0, 0.5, 100)))
+    assert not falling["converged"] and falling["relative_drop_last_window"] > 0.05
+    assert not convergence([1.0, 0.9])["converged"]  # too short to judge
+
+
+def test_paired_difference_matches_a_hand_computation():
+    from learngene_core.metrics.stats import paired_difference
+
+    a, b = [0.5, 0.6, 0.7, 0.9], [0.4, 0.6, 0.5, 0.6]
+    p = paired_difference(a, b)
+    d = np.array(a) - np.array(b)
+    assert p["mean_diff"] == pytest.approx(d.mean()) and p["n"] == 4
+    assert p["ci95"] == pytest.approx(3.182446 * d.std(ddof=1) / 2, rel=1e-5)
+    assert 0 < p["p_wilcoxon"] <= 1
+    assert paired_difference([0.5, 0.5], [0.5, 0.5])["p_wilcoxon"] is None

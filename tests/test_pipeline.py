@@ -38,6 +38,9 @@ def test_full_pipeline_writes_every_artifact(full_run):
     assert manifest["tasks"][1]["growth"]["op"] == "widen"
     for e in manifest["tasks"]:
         assert len(e["distinct_filters"]) == len(e["widths"]) and e["samples"] > 0
+    # growth adds capacity: every unit of the last checkpoint is its own filter, none a tied copy
+    last = manifest["tasks"][-1]
+    assert last["distinct_filters"] == last["widths"] and min(last["nearest_filter_distance"]) > 0
     metrics = json.loads((out / C0 / "metrics.json").read_text())
     for kind in ("class_incremental", "task_incremental"):
         R = metrics[kind]["accuracy_matrix"]
@@ -61,6 +64,8 @@ def test_full_pipeline_writes_every_artifact(full_run):
         assert r["paired"]["mean_diff"] == pytest.approx(diff)
     assert rows["learngene"]["inherited_parameters"] > 0 and rows["scratch"]["inherited_parameters"] == 0
     assert rows["learngene"]["parameters"] == rows["scratch"]["parameters"]
+    for meta in ("protonet", "maml"):  # meta-learners say whether their meta-training loss flattened
+        assert isinstance(rows[meta]["converged"], bool) and (out / f"plots/{meta}_meta_loss.png").is_file()
     judgement = result["judgement"]["5"]
     assert len(judgement["rows"]) == 11 and sum(bool(r["selected_in_seeds"]) for r in judgement["rows"]) == 1
     for r in judgement["rows"]:
@@ -250,3 +255,61 @@ def test_meta_training_is_cached_for_its_settings_only(finished_run, tmp_path):
     assert again["tables"]["5"][0]["accuracies"] == first["tables"]["5"][0]["accuracies"]
     run_pipeline(compose([*base, "methods.protonet.lr=0.01"], tmp_path), tmp_path)
     assert len(list((tmp_path / "individual").glob("protonet-*.pt"))) == 2  # other settings: retrained
+
+
+def test_joint_ancestor_matches_the_continual_sample_steps_and_runs_every_stage(full_run, tmp_path):
+    out, _ = full_run
+    result = run_pipeline(
+        compose([*TINY, "collective.mode=joint", "methods=[learngene,scratch]"], tmp_path), tmp_path
+    )
+    cont = json.loads((out / C0 / "manifest.json").read_text())
+    joint = json.loads((tmp_path / C0 / "manifest.json").read_text())
+    assert joint["mode"] == "joint" and cont["mode"] == "continual"
+    assert [e["samples"] for e in joint["tasks"]] == [
+        e["samples"] for e in cont["tasks"]
+    ]  # same sample-steps
+    assert [e["widths"] for e in joint["tasks"]] == [
+        e["widths"] for e in cont["tasks"]
+    ]  # grown on the same schedule
+    assert all(len(classes) == 5 for classes in joint["stream"])  # every phase over all base classes
+    assert joint["tasks"][0]["head_size"] == 5  # the head covers every base class from the start
+    assert result["collective_mode"] == "joint" and result["tables"]["5"][0]["method"] == "learngene"
+    assert "joint" in (tmp_path / "results.md").read_text()
+
+
+def test_budget_scaling_multirun_and_its_comparison(tmp_path):
+    """``+exp=budget_scaling`` runs one job per (ancestor mode, budget) offline; compare.py gathers them."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    sweep = tmp_path / "sweep"
+    tiny = [o for o in TINY if not o.startswith("budget.collective_epochs")]
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "+exp=budget_scaling", *tiny,
+           "collective.epochs=1,2", f"hydra.sweep.dir={sweep}", "individual.cache_dir=" + str(tmp_path / "cache")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.parent for p in sweep.rglob("results.json"))
+    assert len(jobs) == 4
+    modes = {json.loads((j / C0 / "manifest.json").read_text())["mode"] for j in jobs}
+    assert modes == {"continual", "joint"}
+    # scratch (every window) did not depend on the ancestor: computed by the first job, reused by the others
+    assert len(list((tmp_path / "cache").glob("*.json"))) < 4 * 2 * 11
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare.py"), str(sweep)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    comp = json.loads((sweep / "comparison.json").read_text())
+    assert len(comp["runs"]) == 4 and comp["shots"] == ["5"]
+    cont = sorted((r for r in comp["runs"] if r["mode"] == "continual"), key=lambda r: r["epochs_per_task"])
+    joint = sorted((r for r in comp["runs"] if r["mode"] == "joint"), key=lambda r: r["epochs_per_task"])
+    assert [r["epochs_per_task"] for r in cont] == [1, 2]
+    assert [r["compute_samples"] for r in cont] == [r["compute_samples"] for r in joint]  # same sample-steps
+    assert cont[1]["compute_samples"] == 2 * cont[0]["compute_samples"]
+    for r in comp["runs"]:
+        e = r["shots"]["5"]
+        assert {"learngene", "linear_probe", "protonet", "scratch", "best_window", "statistics"} <= set(e)
+    assert (sweep / "comparison.md").is_file() and (sweep / "plots" / "gain_vs_budget.png").is_file()
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare.py"), str(tmp_path / "nothing")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "does not exist" in bad.stderr

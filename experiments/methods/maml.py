@@ -21,7 +21,7 @@ def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskRe
     module = instantiate(c.module)(net=net, optimizer=instantiate(c.optimizer), inner_lr=c.inner_lr,
                                    inner_steps=c.inner_steps, first_order=c.first_order)  # fmt: skip
     dm = episodes_datamodule(ctx, "maml", c.iterations * c.meta_batch, ways, c.shots, c.queries, c.meta_batch)
-    meta_time = meta_train(ctx, "maml", identity, net, module, dm)
+    meta = meta_train(ctx, "maml", identity, net, module, dm)
     module.net = net.to(ctx.device)
     results = []
     for t in my_share(tasks):
@@ -31,8 +31,12 @@ def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskRe
         pred = module.predict_task(xs, t.train_y.to(ctx.device), x_test, c.test_steps).cpu()
         acc = float((pred == t.test_y).float().mean())
         results.append(TaskResult(t.seed, t.index, list(t.classes), acc, time.perf_counter() - start))
-    info = {"parameters": net.num_parameters(), "inherited_parameters": 0, "meta_train_time_s": round(meta_time, 2),
-            "first_order": bool(c.first_order)}  # fmt: skip
+    info = {
+        "parameters": net.num_parameters(),
+        "inherited_parameters": 0,
+        "first_order": bool(c.first_order),
+        **meta,
+    }
     return gather(results), info
 
 

@@ -17,8 +17,9 @@ from experiments.pipeline.context import RunContext
 from learngene_core.backbones.base import BlockNet, load_state_checked
 from learngene_core.data.target_tasks import make_episodes
 from learngene_core.errors import CheckpointError
+from learngene_core.metrics.convergence import convergence
 from learngene_core.utils import dist
-from learngene_core.utils.io import atomic_torch_save
+from learngene_core.utils.io import atomic_torch_save, atomic_write_json
 from learngene_core.utils.seeding import derive_seed
 
 
@@ -26,8 +27,11 @@ def digest(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def meta_train(ctx: RunContext, name: str, identity: dict, net: BlockNet, module, datamodule) -> float:
-    """Meta-train ``module`` once (rank 0; cached for resumes); every rank then loads the weights."""
+def meta_train(ctx: RunContext, name: str, identity: dict, net: BlockNet, module, datamodule) -> dict:
+    """Meta-train ``module`` once (rank 0; cached for resumes); every rank then loads the weights.
+
+    Returns the meta-training time and the convergence verdict on its loss curve (also written, with the
+    curve, to ``individual/<name>-<digest>.json`` and plotted in ``plots/<name>_meta_loss.png``)."""
     key = digest(identity)
     path = ctx.path("individual", f"{name}-{key}.pt")
     state = None
@@ -37,14 +41,24 @@ def meta_train(ctx: RunContext, name: str, identity: dict, net: BlockNet, module
             trainer = ctx.make_trainer(1, logger=False, single_device=True)
             start = time.perf_counter()
             trainer.fit(module, datamodule=datamodule)
+            curve = torch.stack(module.loss_curve).float().cpu().tolist() if module.loss_curve else []
             state = {"state_dict": net.cpu().state_dict(), "train_time_s": time.perf_counter() - start,
-                     "identity": identity}  # fmt: skip
+                     "identity": identity, "loss_curve": curve}  # fmt: skip
             atomic_torch_save(state, path)
+            verdict = convergence(curve)
+            atomic_write_json(path.with_suffix(".json"), {"loss_curve": curve, **verdict})
+            from experiments.pipeline.plots import plot_loss_curve
+
+            plot_loss_curve(
+                curve, ctx.path("plots", f"{name}_meta_loss.png"), f"{name} meta-training", verdict
+            )
     dist.barrier()
     if state is None:
         state = cached_state(path)
     load_state_checked(net, state["state_dict"], str(path))
-    return float(state["train_time_s"])
+    verdict = convergence(state.get("loss_curve", []))
+    return {"meta_train_time_s": round(float(state["train_time_s"]), 2), "converged": verdict["converged"],
+            "convergence": {k: v for k, v in verdict.items() if k != "rule"}}  # fmt: skip
 
 
 def cached_state(path) -> dict | None:

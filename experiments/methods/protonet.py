@@ -21,7 +21,7 @@ def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[Ta
     net = seeded_net(spec, ctx.cfg.seed, "protonet")
     module = instantiate(p.module)(net=net, ways=p.ways, optimizer=instantiate(p.optimizer))
     dm = episodes_datamodule(ctx, "protonet", p.episodes, p.ways, p.shots, p.queries)
-    meta_time = meta_train(ctx, "protonet", identity, net, module, dm)
+    meta = meta_train(ctx, "protonet", identity, net, module, dm)
     net = net.to(ctx.device).eval()
     results = []
     with torch.no_grad():
@@ -36,11 +36,7 @@ def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[Ta
             acc = float((torch.cat(preds) == t.test_y).float().mean())
             results.append(TaskResult(t.seed, t.index, list(t.classes), acc, time.perf_counter() - start))
     n = sum(p.numel() for name, p in net.named_parameters() if name.startswith("blocks."))
-    return gather(results), {
-        "parameters": n,
-        "inherited_parameters": 0,
-        "meta_train_time_s": round(meta_time, 2),
-    }
+    return gather(results), {"parameters": n, "inherited_parameters": 0, **meta}
 
 
 @register_method(

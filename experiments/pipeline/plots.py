@@ -121,3 +121,23 @@ def plot_judgement(rows: list[dict], path: Path, title: str, ways: int) -> Path:
     ax2.set_xticks(x, [r["window"] for r in rows], rotation=45, ha="right", fontsize=8)
     ax2.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_loss_curve(curve: list[float], path: Path, title: str, verdict: dict) -> Path:
+    """A meta-learner's training loss per step, with a moving average and the convergence verdict."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    y = np.asarray(curve, dtype=float)
+    ax.plot(y, lw=0.6, alpha=0.5, label="loss per step")
+    w = max(1, len(y) // 20)
+    if len(y) >= w:
+        ax.plot(
+            np.arange(w - 1, len(y)),
+            np.convolve(y, np.ones(w) / w, mode="valid"),
+            lw=1.5,
+            label=f"mean of {w}",
+        )
+    ax.set_xlabel("meta-training step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{title}: {'converged' if verdict.get('converged') else 'NOT converged'}", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

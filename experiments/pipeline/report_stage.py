@@ -92,7 +92,7 @@ def method_rows(raw: dict, entries: list[dict], methods: list[str]) -> list[dict
         accs, info, times, _ = _gather(raw, by_method[m])
         row = {"method": m, "label": label(m), **_summary(accs, info, times),
                "paired": _paired(accs, scratch) if m != "scratch" else _paired(accs, accs)}  # fmt: skip
-        for k in ("meta_train_time_s", "converged", "first_order"):
+        for k in ("meta_train_time_s", "converged", "convergence", "first_order"):
             if k in info:
                 row[k] = info[k]
         rows.append(row)

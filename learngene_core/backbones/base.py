@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learngene_core.errors import CheckpointError
-from learngene_core.growth import Widening, distinct_units, draw_map, widen_module
+from learngene_core.growth import Widening, distinct_units, draw_map, nearest_unit_distance, widen_module
 
 BLOCK_KINDS: dict[str, type[Block]] = {}
 
@@ -201,6 +201,10 @@ class BlockNet(nn.Module):
         """Per block, how many of its output units have distinct incoming weights (Net2Net copies that
         never separated count once)."""
         return [distinct_units(b.unit_weights()) for b in self.blocks]
+
+    def nearest_filter_distances(self) -> list[float]:
+        """Per block, the smallest relative distance between two of its output units."""
+        return [round(nearest_unit_distance(b.unit_weights()), 6) for b in self.blocks]
 
     # -- forward -----------------------------------------------------------------------------------
     def conv_features(self, x: torch.Tensor) -> torch.Tensor:

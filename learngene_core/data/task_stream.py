@@ -14,6 +14,17 @@ from learngene_core.errors import DataError
 class StreamTask:
     index: int
     classes: tuple[int, ...]  # dataset class indices, in the order they are drawn
+    samples: int | None = None  # a joint phase: this many training images drawn from all ``classes``
+
+
+def joint_phases(stream: Sequence[StreamTask], base: Sequence[int], sizes: Sequence[int]) -> list[StreamTask]:
+    """The joint ancestor's schedule: as many phases as ``stream`` has tasks, each over all ``base`` classes
+    with exactly as many training images as the matching task (``sizes``), so both ancestors see the same
+    number of sample-steps and grow at the same points."""
+    return [
+        StreamTask(index=t.index, classes=tuple(int(c) for c in base), samples=int(n))
+        for t, n in zip(stream, sizes)
+    ]
 
 
 def make_task_stream(
@@ -32,7 +43,7 @@ def make_task_stream(
     open-world classes join the pool from task t on (they are unknowns before, and learned after).
     """
     if n_tasks < 1:
-        raise DataError(f"collective.n_tasks={n_tasks}; it must be >= 1")
+        raise DataError(f"n_tasks={n_tasks}; it must be >= 1")
     rng = np.random.default_rng([seed, 1])
     tasks: list[StreamTask] = []
     unused: list[int] = []
@@ -42,7 +53,7 @@ def make_task_stream(
             pool += list(open_world)
         if classes_per_task > len(pool):
             raise DataError(
-                f"collective.classes_per_task={classes_per_task} but task {t} can draw from only {len(pool)} "
+                f"classes_per_task={classes_per_task} but task {t} can draw from only {len(pool)} "
                 f"classes; use at most {len(pool)}"
             )
         if replacement:
@@ -54,8 +65,8 @@ def make_task_stream(
             if classes_per_task > len(unused):
                 need = n_tasks * classes_per_task
                 raise DataError(
-                    f"collective.replacement=false needs {need} distinct classes for {n_tasks} tasks of "
-                    f"{classes_per_task}, but only {len(pool)} are available; use replacement=true or fewer tasks"
+                    f"replacement=False needs {need} distinct classes for {n_tasks} tasks of "
+                    f"{classes_per_task}, but only {len(pool)} are available; draw with replacement or fewer tasks"
                 )
             picks = rng.choice(len(unused), size=classes_per_task, replace=False)
             chosen = [unused[i] for i in picks]
@@ -74,8 +85,8 @@ def train_subset(
     for c, idx in indices_by_class.items():
         if per_class > len(idx):
             raise DataError(
-                f"collective.train_per_class={per_class} but class {c} has only {len(idx)} training images; "
-                f"use at most {min(len(v) for v in indices_by_class.values())} or null (all)"
+                f"per_class={per_class} but class {c} has only {len(idx)} training images; "
+                f"use at most {min(len(v) for v in indices_by_class.values())} or None (all)"
             )
         perm = np.random.default_rng([seed, 2, c]).permutation(len(idx))
         out[c] = np.sort(np.asarray(idx)[perm[:per_class]])

@@ -83,7 +83,8 @@ def record_task(out: Path, t: int, net: BlockNet, ewc: EWC | None, order: list[i
     ckpt = out / f"task_{t:02d}.pt"
     run_files.save_checkpoint(ckpt, t, net, ewc, order)
     manifest["tasks"].append({**entry, "checkpoint": ckpt.name, "widths": net.widths,
-                              "distinct_filters": net.distinct_filters(), "block_names": net.block_names,
+                              "distinct_filters": net.distinct_filters(),
+                              "nearest_filter_distance": net.nearest_filter_distances(), "block_names": net.block_names,
                               "head_size": net.head.out_features})  # fmt: skip
     atomic_write_json(out / "metrics.json", history.metrics(net, mode, classes_per_task))
     run_files.write_manifest(out / "manifest.json", manifest)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from datamodules.sequential_tasks import SequentialTasksDataModule
 from learngene_core.backbones.base import BlockNet
 from learngene_core.data.image_set import ImageSet
-from learngene_core.data.task_stream import StreamTask, make_task_stream
+from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream
 from learngene_core.utils.seeding import derive_seed
 
 # keys of the collective node that do not change stage 1's results (a resumed run may differ in them)
@@ -33,11 +33,18 @@ def fingerprint(cfg, seed: int) -> dict:
 
 
 def make_stream(cfg, image_set: ImageSet, seed: int) -> list[StreamTask]:
+    """The continual task stream; in ``joint`` mode, the joint phases with the same number of sample-steps."""
     c = cfg.collective
-    return make_task_stream(
+    stream = make_task_stream(
         image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, c.replacement,
         open_world=image_set.groups["open_world"], open_world_enters_at=c.open_world_enters_at,
     )  # fmt: skip
+    if c.mode != "joint":
+        return stream
+    dm = SequentialTasksDataModule(
+        image_set, stream, train_per_class=c.train_per_class, seed=seed, on_device=False
+    )
+    return joint_phases(stream, image_set.groups["base"], [dm.task_size(t.index) for t in stream])
 
 
 def make_datamodule(

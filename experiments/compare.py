@@ -1,0 +1,195 @@
+"""Gather finished runs into one comparison: the paired gain of learngene over scratch against the ancestor's
+training compute, for the continual and the joint ancestor.
+
+    python experiments/compare.py outputs/budget_scaling/multiruns/<time> [more run dirs ...] [--out DIR]
+
+Reads only run directories (``results.json`` and ``collective/seed_*/manifest.json``), found anywhere below
+the given paths, so the runs may come from a Hydra multirun, a SLURM array or a W&B sweep. Writes
+``comparison.json``, ``comparison.md`` and ``plots/gain_vs_budget.png`` into ``--out`` (default: the
+first path). Compute is the ancestor's training sample-steps (images processed, summed over its tasks),
+averaged over its collective seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from experiments.pipeline import run_files  # noqa: E402
+from learngene_core.errors import LearngeneError  # noqa: E402
+from learngene_core.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+REFERENCES = ("linear_probe", "protonet")
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    runs = []
+    for p in paths:
+        if not p.exists():
+            raise LearngeneError(f"{p} does not exist; give run directories or folders that hold them")
+        runs += sorted(
+            {r.parent for r in p.rglob("results.json")} | ({p} if (p / "results.json").exists() else set())
+        )
+    return sorted(set(runs))
+
+
+def run_summary(run: Path) -> dict:
+    res = run_files.read_json_file(run / "results.json", "results")
+    manifests = [run_files.read_manifest(run / "collective" / f"seed_{s}" / "manifest.json")
+                 for s in res.get("collective_seeds", [])]  # fmt: skip
+    manifests = [m for m in manifests if m]
+    if not manifests:
+        raise LearngeneError(
+            f"{run}: results.json but no collective manifest (collective/seed_<s>/manifest.json)"
+        )
+    samples = [sum(e.get("samples", 0) for e in m["tasks"]) for m in manifests]
+    params = [m["tasks"][-1].get("parameters") for m in manifests]
+    collective_cfg = manifests[0]["fingerprint"]["config"]["collective"]
+    out = {
+        "run": str(run),
+        "mode": manifests[0].get("mode", "continual"),
+        "epochs_per_task": collective_cfg.get("epochs"),
+        "n_tasks": manifests[0]["n_tasks"],
+        "collective_seeds": res.get("collective_seeds"),
+        "compute_samples": sum(samples) / len(samples),
+        "collective_parameters": params[0],
+        "shots": {},
+    }
+    for shots, rows in res["tables"].items():
+        by = {r["method"]: r for r in rows}
+        entry = {}
+        for m in ("learngene", *REFERENCES):
+            if m in by and by[m].get("paired"):
+                entry[m] = {"accuracy": by[m]["mean"], "accuracy_ci95": by[m]["ci95"], **by[m]["paired"]}
+        if "scratch" in by:
+            entry["scratch"] = {"accuracy": by["scratch"]["mean"], "accuracy_ci95": by["scratch"]["ci95"]}
+        j = res.get("judgement", {}).get(shots)
+        if j:
+            best = next(r for r in j["rows"] if r["window"] == j["best_window"])
+            entry["best_window"] = {"window": j["best_window"], "gain": best["gain"]["mean_diff"],
+                                    "gain_ci95": best["gain"]["ci95"]}  # fmt: skip
+            entry["best_statistic"] = j.get("best_statistic")
+            entry["statistics"] = {s: {"spearman": v["spearman_score_vs_gain"], "picked_gain": v["picked_gain"],
+                                       "picked": v["picked"]} for s, v in j["statistics"].items()}  # fmt: skip
+        out["shots"][shots] = entry
+    return out
+
+
+def _pp(x: float | None, signed: bool = True) -> str:
+    return "n/a" if x is None else (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}")
+
+
+def to_markdown(comp: dict) -> str:
+    lines = ["# Learngene gain against the ancestor's budget", "",
+             "Paired gain = learngene minus scratch on the same target tasks (mean ± 95 % CI, points; Wilcoxon p). "
+             "Compute = the ancestor's training sample-steps. Linear probe and ProtoNet: their own paired difference "
+             "to scratch, as reference lines.", ""]  # fmt: skip
+    for shots in comp["shots"]:
+        lines += [f"## {shots}-shot", "",
+                  "| ancestor | epochs/task | compute (samples) | collective seeds | learngene | scratch | gain vs scratch "
+                  "| p | linear probe vs scratch | ProtoNet vs scratch | best window (gain) | best statistic |",
+                  "| --- " * 12 + "|"]  # fmt: skip
+        for r in comp["runs"]:
+            e = r["shots"].get(shots)
+            if not e or "learngene" not in e:
+                continue
+            lg = e["learngene"]
+            refs = [
+                f"{_pp(e[m]['mean_diff'])} ± {_pp(e[m]['ci95'], False)}" if m in e else "n/a"
+                for m in REFERENCES
+            ]
+            bw = e.get("best_window")
+            best = f"{bw['window']} ({_pp(bw['gain'])})" if bw else "n/a"
+            p = "n/a" if lg["p_wilcoxon"] is None else f"{lg['p_wilcoxon']:.3g}"
+            scratch = _pp(e["scratch"]["accuracy"], False) if "scratch" in e else "n/a"
+            lines.append(
+                f"| {r['mode']} | {r['epochs_per_task']} | {r['compute_samples']:.3g} | {len(r['collective_seeds'])} "
+                f"| {_pp(lg['accuracy'], False)} | {scratch} | {_pp(lg['mean_diff'])} ± {_pp(lg['ci95'], False)} "
+                f"| {p} | {refs[0]} | {refs[1]} | {best} | {e.get('best_statistic') or 'n/a'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(comp: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shots = list(comp["shots"])
+    fig, axes = plt.subplots(
+        1, len(shots), figsize=(5.5 * len(shots), 4), squeeze=False, layout="constrained"
+    )
+    styles = {"continual": ("tab:blue", "o"), "joint": ("tab:orange", "s")}
+    for ax, s in zip(axes[0], shots):
+        for mode, (color, marker) in styles.items():
+            runs = sorted((r for r in comp["runs"] if r["mode"] == mode and "learngene" in r["shots"].get(s, {})),
+                          key=lambda r: r["compute_samples"])  # fmt: skip
+            if not runs:
+                continue
+            x = [r["compute_samples"] for r in runs]
+            y = [100 * r["shots"][s]["learngene"]["mean_diff"] for r in runs]
+            e = [100 * (r["shots"][s]["learngene"]["ci95"] or 0) for r in runs]
+            ax.errorbar(
+                x, y, yerr=e, color=color, marker=marker, capsize=3, label=f"learngene, {mode} ancestor"
+            )
+            lp = [
+                100 * r["shots"][s]["linear_probe"]["mean_diff"]
+                for r in runs
+                if "linear_probe" in r["shots"][s]
+            ]
+            if len(lp) == len(x):
+                ax.plot(x, lp, color=color, ls="--", lw=1, label=f"linear probe, {mode} ancestor")
+        pn = [
+            100 * r["shots"][s]["protonet"]["mean_diff"]
+            for r in comp["runs"]
+            if "protonet" in r["shots"].get(s, {})
+        ]
+        if pn:
+            ax.axhline(sum(pn) / len(pn), color="tab:green", ls=":", label="ProtoNet (no ancestor)")
+        ax.axhline(0, color="k", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("ancestor training compute (sample-steps)")
+        ax.set_ylabel("paired gain over scratch (points, 95% CI)")
+        ax.set_title(f"{s}-shot")
+        ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(paths: list[Path], out: Path) -> dict:
+    runs = [run_summary(r) for r in find_runs(paths)]
+    if not runs:
+        raise LearngeneError(f"no finished runs (results.json) under {[str(p) for p in paths]}")
+    runs.sort(key=lambda r: (r["mode"], r["compute_samples"]))
+    shots = sorted({s for r in runs for s in r["shots"]}, key=int)
+    comp = {"runs": runs, "shots": shots, "compute_unit": "ancestor training sample-steps (images x epochs)"}
+    atomic_write_json(out / "comparison.json", comp)
+    atomic_write_text(out / "comparison.md", to_markdown(comp))
+    plot(comp, out / "plots" / "gain_vs_budget.png")
+    return comp
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories, or folders holding them")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first path)")
+    args = parser.parse_args(argv)
+    try:
+        comp = compare(args.paths, args.out or args.paths[0])
+    except LearngeneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(to_markdown(comp))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
