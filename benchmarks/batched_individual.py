@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
     )
     for e in parse_schedule(PAPER_SCHEDULE, m):
         widen(collective, e["block"], e["units"])
-    lg = extract_learngene(collective, 10, 3)
+    learngene = extract_learngene(collective, 10, 3)
     tasks = make_target_task_grid(
         ctx.image_set, args.tasks, cfg.individual.ways, args.shots, list(range(args.seeds))
     )
@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
             cfg.individual.batched = batched
             cfg.individual.stacking = stacking
         start = time.perf_counter()
-        results[name], info = run_inherit(ctx, lg, tasks, inherit=True, name="bench")
+        results[name], info = run_inherit(ctx, learngene, tasks, inherit=True, name="bench")
         seconds[name] = time.perf_counter() - start
     acc = {k: np.array([r.acc for r in v]) for k, v in results.items()}
     info_m = machine()

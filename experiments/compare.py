@@ -98,18 +98,18 @@ def to_markdown(comp: dict) -> str:
             e = r["shots"].get(shots)
             if not e or "learngene" not in e:
                 continue
-            lg = e["learngene"]
+            row = e["learngene"]
             refs = [
                 f"{_pp(e[m]['mean_diff'])} ± {_pp(e[m]['ci95'], False)}" if m in e else "n/a"
                 for m in REFERENCES
             ]
             bw = e.get("best_window")
             best = f"{bw['window']} ({_pp(bw['gain'])})" if bw else "n/a"
-            p = "n/a" if lg["p_wilcoxon"] is None else f"{lg['p_wilcoxon']:.3g}"
+            p = "n/a" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.3g}"
             scratch = _pp(e["scratch"]["accuracy"], False) if "scratch" in e else "n/a"
             lines.append(
                 f"| {r['mode']} | {r['epochs_per_task']} | {r['compute_samples']:.3g} | {len(r['collective_seeds'])} "
-                f"| {_pp(lg['accuracy'], False)} | {scratch} | {_pp(lg['mean_diff'])} ± {_pp(lg['ci95'], False)} "
+                f"| {_pp(row['accuracy'], False)} | {scratch} | {_pp(row['mean_diff'])} ± {_pp(row['ci95'], False)} "
                 f"| {p} | {refs[0]} | {refs[1]} | {best} | {e.get('best_statistic') or 'n/a'} |"
             )
         lines.append("")

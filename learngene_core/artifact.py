@@ -106,17 +106,19 @@ def extract_learngene(net: BlockNet, start: int, k: int, meta: dict | None = Non
     )
 
 
-def save_learngene(lg: Learngene, path: str | Path) -> Path:
-    return atomic_torch_save(lg.to_dict(), path)
+def save_learngene(learngene: Learngene, path: str | Path) -> Path:
+    return atomic_torch_save(learngene.to_dict(), path)
 
 
-def _check(lg: Learngene, source: str) -> None:
-    if len(lg.blocks) != len(lg.state) or not lg.blocks:
-        raise CheckpointError(f"{source}: {len(lg.blocks)} block specs but {len(lg.state)} block states")
+def _check(learngene: Learngene, source: str) -> None:
+    if len(learngene.blocks) != len(learngene.state) or not learngene.blocks:
+        raise CheckpointError(
+            f"{source}: {len(learngene.blocks)} block specs but {len(learngene.state)} block states"
+        )
     prev_out = None
-    for b, st in zip(lg.blocks, lg.state):
+    for b, st in zip(learngene.blocks, learngene.state):
         try:
-            block = make_block(lg.kind, b)
+            block = make_block(learngene.kind, b)
         except ValueError as err:
             raise CheckpointError(f"{source}: {err}") from None
         try:
@@ -155,7 +157,7 @@ def load_learngene(
             f"{path} has learngene format version {d.get('version')}; this suite reads versions "
             f"{list(READABLE_VERSIONS)}"
         )
-    lg = Learngene(
+    learngene = Learngene(
         blocks=[BlockSpec(**b) for b in d["blocks"]],
         state=d["state"],
         window_start=d["window_start"],
@@ -167,14 +169,14 @@ def load_learngene(
         meta=d.get("meta", {}),
         kind=d.get("kind", "vgg"),
     )
-    _check(lg, str(path))
-    if input_size is not None and input_size != lg.input_size:
+    _check(learngene, str(path))
+    if input_size is not None and input_size != learngene.input_size:
         raise CheckpointError(
-            f"{path} was grown on {lg.input_size} px inputs but the images here are {input_size} px; "
+            f"{path} was grown on {learngene.input_size} px inputs but the images here are {input_size} px; "
             f"use the same input size as the collective run (or retrain stage 1)"
         )
-    if image_channels is not None and image_channels != lg.image_channels:
+    if image_channels is not None and image_channels != learngene.image_channels:
         raise CheckpointError(
-            f"{path} expects {lg.image_channels}-channel images but the data has {image_channels}"
+            f"{path} expects {learngene.image_channels}-channel images but the data has {image_channels}"
         )
-    return lg
+    return learngene

@@ -38,7 +38,7 @@ def lower_widths(in_width: int, base_width: int) -> list[int]:
 
 
 def individual_spec(
-    lg: Learngene,
+    learngene: Learngene,
     ways: int,
     hidden: Sequence[int] = (1024, 1024),
     base_width: int = 64,
@@ -50,24 +50,30 @@ def individual_spec(
     if lower_pools not in LOWER_POOLS:
         raise ValueError(f"lower_pools={lower_pools!r}; valid: {list(LOWER_POOLS)}")
     blocks: list[BlockSpec] = []
-    if lg.window_start > 0:
-        widths = lower_widths(lg.in_channels, base_width)
+    if learngene.window_start > 0:
+        widths = lower_widths(learngene.in_channels, base_width)
         if lower_pools == "paper":
             pools = [1] * (len(widths) - 1) + [0]
         else:
             pools = [0] * len(widths)
-            for j in range(lg.pools_before):
+            for j in range(learngene.pools_before):
                 pools[min(j, len(widths) - 1)] += 1
-        c = lg.image_channels
+        c = learngene.image_channels
         for j, (w, p) in enumerate(zip(widths, pools)):
             blocks.append(BlockSpec(f"lower{j + 1}", c, w, p))
             c = w
     n_lower = len(blocks)
-    for j, b in enumerate(lg.blocks):
-        last = j == len(lg.blocks) - 1
+    for j, b in enumerate(learngene.blocks):
+        last = j == len(learngene.blocks) - 1
         blocks.append(BlockSpec(b.name, b.in_channels, b.out_channels, 0 if last else b.pools))
     spec = NetSpec(
-        blocks, input_size or lg.input_size, list(hidden), ways, dropout=0.0, pool_to=pool_to, kind=lg.kind
+        blocks,
+        input_size or learngene.input_size,
+        list(hidden),
+        ways,
+        dropout=0.0,
+        pool_to=pool_to,
+        kind=learngene.kind,
     )
     spec.spatial_size()  # raises if the input is too small for the pools
     return spec, n_lower
@@ -75,7 +81,7 @@ def individual_spec(
 
 @torch.no_grad()
 def build_individual(
-    lg: Learngene,
+    learngene: Learngene,
     spec: NetSpec,
     n_lower: int,
     seed: int,
@@ -87,7 +93,7 @@ def build_individual(
         torch.manual_seed(seed)
         net = BlockNet(spec)
     if inherit:
-        for j, st in enumerate(lg.state):
+        for j, st in enumerate(learngene.state):
             net.blocks[n_lower + j].load_state_dict(st)
     return net.to(device)
 

@@ -37,71 +37,73 @@ def small_collective(seed: int = 0) -> BlockNet:
 
 
 def test_paper_individual_network_shape_and_parameter_counts():
-    lg = extract_learngene(paper_collective(), 10, 3)
-    spec, n_lower = individual_spec(lg, ways=5)
-    net = build_individual(lg, spec, n_lower, seed=0)
+    learngene = extract_learngene(paper_collective(), 10, 3)
+    spec, n_lower = individual_spec(learngene, ways=5)
+    net = build_individual(learngene, spec, n_lower, seed=0)
     assert [(b.conv.in_channels, b.conv.out_channels, b.pools) for b in net.blocks] == [
         (3, 64, 1), (64, 128, 1), (128, 256, 1), (256, 512, 0), (512, 512, 0), (512, 512, 0), (512, 512, 0)
     ]  # fmt: skip
     assert net.num_parameters() == 11_788_293
-    assert inherited_parameters(net, n_lower) == 7_082_496 == lg.num_parameters()
+    assert inherited_parameters(net, n_lower) == 7_082_496 == learngene.num_parameters()
     assert net.fcs[0].in_features == 512 * 2 * 2
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 5)
 
 
 def test_content_digest_ignores_provenance_but_not_tensors(tmp_path):
     net = small_collective()
-    lg = extract_learngene(net, 2, 3, meta={"code_version": "aaaa", "collective_task": 3})
-    save_learngene(lg, tmp_path / "lg.pt")
-    reloaded = load_learngene(tmp_path / "lg.pt", 16, 3)
+    learngene = extract_learngene(net, 2, 3, meta={"code_version": "aaaa", "collective_task": 3})
+    save_learngene(learngene, tmp_path / "learngene.pt")
+    reloaded = load_learngene(tmp_path / "learngene.pt", 16, 3)
     reloaded.meta["code_version"] = "bbbb"  # a new commit re-extracting the same window
-    assert reloaded.content_digest() == lg.content_digest()
+    assert reloaded.content_digest() == learngene.content_digest()
     reloaded.state[1]["conv.weight"][0, 0, 0, 0] += 1e-3
-    assert reloaded.content_digest() != lg.content_digest()
-    assert extract_learngene(net, 1, 3, meta=lg.meta).content_digest() != lg.content_digest()
+    assert reloaded.content_digest() != learngene.content_digest()
+    assert extract_learngene(net, 1, 3, meta=learngene.meta).content_digest() != learngene.content_digest()
 
 
 def test_inherited_tensors_equal_the_artifact_and_every_task_starts_fresh(tmp_path):
     collective = small_collective()
-    lg = extract_learngene(collective, 3, 3)
-    save_learngene(lg, tmp_path / "learngene.pt")
-    lg = load_learngene(tmp_path / "learngene.pt", input_size=16, image_channels=3)
-    spec, n_lower = individual_spec(lg, ways=3, hidden=[16, 16], base_width=8)
-    first = build_individual(lg, spec, n_lower, seed=1)
-    for j, st in enumerate(lg.state):
+    learngene = extract_learngene(collective, 3, 3)
+    save_learngene(learngene, tmp_path / "learngene.pt")
+    learngene = load_learngene(tmp_path / "learngene.pt", input_size=16, image_channels=3)
+    spec, n_lower = individual_spec(learngene, ways=3, hidden=[16, 16], base_width=8)
+    first = build_individual(learngene, spec, n_lower, seed=1)
+    for j, st in enumerate(learngene.state):
         for key, value in first.blocks[n_lower + j].state_dict().items():
             assert torch.equal(value, st[key]), key
     with torch.no_grad():  # "train" the first task's network
         for p in first.parameters():
             p.add_(1.0)
-    second = build_individual(lg, spec, n_lower, seed=2)
-    for j, st in enumerate(lg.state):
+    second = build_individual(learngene, spec, n_lower, seed=2)
+    for j, st in enumerate(learngene.state):
         assert torch.equal(second.blocks[n_lower + j].conv.weight, st["conv.weight"])
     # same seed -> same random layers; scratch has the same architecture but random inherited blocks
-    again = build_individual(lg, spec, n_lower, seed=2)
+    again = build_individual(learngene, spec, n_lower, seed=2)
     assert torch.equal(again.blocks[0].conv.weight, second.blocks[0].conv.weight)
-    scratch = build_individual(lg, spec, n_lower, seed=2, inherit=False)
-    assert not torch.equal(scratch.blocks[n_lower].conv.weight, lg.state[0]["conv.weight"])
+    scratch = build_individual(learngene, spec, n_lower, seed=2, inherit=False)
+    assert not torch.equal(scratch.blocks[n_lower].conv.weight, learngene.state[0]["conv.weight"])
     assert scratch.num_parameters() == second.num_parameters()
 
 
 def test_lower_stack_pools_match_mode_uses_the_collective_resolution():
-    lg = extract_learngene(small_collective(), 4, 2)  # blocks 5-6: the collective pooled twice before them
-    spec, n_lower = individual_spec(lg, ways=3, base_width=8, lower_pools="match")
-    assert sum(b.pools for b in spec.blocks[:n_lower]) == lg.pools_before == 2
-    spec_p, _ = individual_spec(lg, ways=3, base_width=8, lower_pools="paper")
+    learngene = extract_learngene(
+        small_collective(), 4, 2
+    )  # blocks 5-6: the collective pooled twice before them
+    spec, n_lower = individual_spec(learngene, ways=3, base_width=8, lower_pools="match")
+    assert sum(b.pools for b in spec.blocks[:n_lower]) == learngene.pools_before == 2
+    spec_p, _ = individual_spec(learngene, ways=3, base_width=8, lower_pools="paper")
     assert [b.out_channels for b in spec_p.blocks[:n_lower]] == [8, 12]
 
 
 def test_artifact_errors_are_clear(tmp_path):
-    lg = extract_learngene(small_collective(), 1, 3)
-    path = save_learngene(lg, tmp_path / "lg.pt")
+    learngene = extract_learngene(small_collective(), 1, 3)
+    path = save_learngene(learngene, tmp_path / "learngene.pt")
     with pytest.raises(CheckpointError, match="16 px.*32 px"):
         load_learngene(path, input_size=32)
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a learngene of this suite"):
         load_learngene(tmp_path / "other.pt")
-    bad = lg.to_dict()
+    bad = learngene.to_dict()
     bad["state"][1]["conv.weight"] = torch.zeros(5, 8, 3, 3)
     torch.save(bad, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="'conv.weight' has shape"):
@@ -114,9 +116,9 @@ def test_artifact_errors_are_clear(tmp_path):
 
 
 def test_stacked_forward_equals_each_network():
-    lg = extract_learngene(small_collective(), 2, 3)
-    spec, n_lower = individual_spec(lg, ways=4, hidden=[16, 16], base_width=8)
-    nets = [build_individual(lg, spec, n_lower, seed=s) for s in range(3)]
+    learngene = extract_learngene(small_collective(), 2, 3)
+    spec, n_lower = individual_spec(learngene, ways=4, hidden=[16, 16], base_width=8)
+    nets = [build_individual(learngene, spec, n_lower, seed=s) for s in range(3)]
     stacked = GroupedNets.from_nets(nets).eval()
     x = torch.randn(5, 3, 3, 16, 16)
     out = stacked(x)
@@ -153,9 +155,9 @@ def _images_with_flat_regions(g: torch.Generator) -> torch.Tensor:
 
 def _setup(which: str, g: torch.Generator):
     if which == "individual":
-        lg = extract_learngene(small_collective(), 2, 3)
-        spec, n_lower = individual_spec(lg, ways=3, hidden=[16, 16], base_width=8)
-        return [lambda s=s: build_individual(lg, spec, n_lower, seed=s) for s in range(3)], None
+        learngene = extract_learngene(small_collective(), 2, 3)
+        spec, n_lower = individual_spec(learngene, ways=3, hidden=[16, 16], base_width=8)
+        return [lambda s=s: build_individual(learngene, spec, n_lower, seed=s) for s in range(3)], None
     base = small_collective()  # the collective network with dropout and a new head (fine-tuning)
     base.head = torch.nn.Linear(32, 3)
     return [lambda: copy.deepcopy(base) for _ in range(3)], [5, 6, 7]
@@ -195,9 +197,9 @@ def test_grouped_stacking_matches_plain_one_by_one_training_up_to_rounding():
 
 
 def test_frozen_inherited_blocks_do_not_change():
-    lg = extract_learngene(small_collective(), 2, 3)
-    spec, n_lower = individual_spec(lg, ways=3, hidden=[16, 16], base_width=8)
-    net = build_individual(lg, spec, n_lower, seed=0)
+    learngene = extract_learngene(small_collective(), 2, 3)
+    spec, n_lower = individual_spec(learngene, ways=3, hidden=[16, 16], base_width=8)
+    net = build_individual(learngene, spec, n_lower, seed=0)
     x = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)
     idx, y = torch.arange(12)[None], torch.randint(0, 3, (1, 12))
     trained = _train([net], idx, y, [1], x, epochs=2, freeze=range(n_lower, len(spec.blocks)))[0]

@@ -74,9 +74,12 @@ def test_full_pipeline_writes_every_artifact(full_run):
         assert {"paper_signed_frac", "weight_change", "cka_drift", "fisher_importance"} <= set(r["scores"])
     assert judgement["best_window"] == max(judgement["rows"], key=lambda r: r["gain"]["mean_diff"])["window"]
     assert {"paper_signed_frac", "weight_change"} <= set(judgement["statistics"])
-    lg = json.loads((out / L0 / "learngene.json").read_text())
-    assert lg["provenance"]["class_sequence"] == manifest["stream"] and lg["statistic"] == "paper_signed_frac"
-    assert len(lg["scores"]["windows"]) == 11 and "cka_drift" in lg["all_statistics"]
+    learngene = json.loads((out / L0 / "learngene.json").read_text())
+    assert (
+        learngene["provenance"]["class_sequence"] == manifest["stream"]
+        and learngene["statistic"] == "paper_signed_frac"
+    )
+    assert len(learngene["scores"]["windows"]) == 11 and "cka_drift" in learngene["all_statistics"]
     md = (out / "results.md").read_text()
     assert "learngene (inherit selected blocks)" in md and "Spearman" in md and "vs scratch" in md
     assert "task-IL" in md and "class-IL" in md
@@ -86,8 +89,8 @@ def test_selected_window_and_its_scratch_are_computed_once(full_run):
     out, _ = full_run
     raw = json.loads((out / "individual/results_raw.json").read_text())
     entries = raw["entries"]
-    lg = json.loads((out / L0 / "learngene.json").read_text())
-    w = "-".join(lg["selected"]["blocks"][:1] + lg["selected"]["blocks"][-1:])
+    learngene = json.loads((out / L0 / "learngene.json").read_text())
+    w = "-".join(learngene["selected"]["blocks"][:1] + learngene["selected"]["blocks"][-1:])
     assert (
         entries[f"judgement/inherit:{w}@5/seed0"]["computation"]
         == entries["learngene@5/seed0"]["computation"]

@@ -20,20 +20,20 @@ from learngene_core.growth import scale_width
 from learngene_core.individual import build_individual, individual_spec, inherited_parameters
 
 
-def spec_for(ctx, lg: Learngene) -> tuple[NetSpec, int]:
+def spec_for(ctx, learngene: Learngene) -> tuple[NetSpec, int]:
     icfg, mult = ctx.cfg.individual, ctx.cfg.model.width_mult
     return individual_spec(
-        lg, icfg.ways, hidden=[scale_width(h, mult) for h in icfg.hidden], base_width=scale_width(64, mult),
+        learngene, icfg.ways, hidden=[scale_width(h, mult) for h in icfg.hidden], base_width=scale_width(64, mult),
         lower_pools=icfg.lower_pools, pool_to=icfg.pool_to, input_size=ctx.cfg.data.image_size,
     )  # fmt: skip
 
 
-def run_inherit(ctx, lg: Learngene, tasks, inherit: bool, name: str) -> tuple[list[TaskResult], dict]:
-    """Train one individual network per task, inheriting ``lg``'s blocks when ``inherit`` (else scratch)."""
-    spec, n_lower = spec_for(ctx, lg)
+def run_inherit(ctx, learngene: Learngene, tasks, inherit: bool, name: str) -> tuple[list[TaskResult], dict]:
+    """Train one individual network per task, inheriting ``learngene``'s blocks when ``inherit`` (else scratch)."""
+    spec, n_lower = spec_for(ctx, learngene)
 
     def build(task) -> BlockNet:
-        return build_individual(lg, spec, n_lower, init_seed(task), inherit=inherit)
+        return build_individual(learngene, spec, n_lower, init_seed(task), inherit=inherit)
 
     inherited = list(range(n_lower, len(spec.blocks))) if inherit else []
     results = train_and_evaluate(ctx, build, tasks, inherited, name)
@@ -42,19 +42,21 @@ def run_inherit(ctx, lg: Learngene, tasks, inherit: bool, name: str) -> tuple[li
         "parameters": probe.num_parameters(),
         "inherited_parameters": inherited_parameters(probe, n_lower) if inherit else 0,
         "blocks": [b.name for b in spec.blocks],
-        "inherited_blocks": lg.names if inherit else [],
+        "inherited_blocks": learngene.names if inherit else [],
     }
     return results, info
 
 
-def inherit_job(m: MethodContext, lg: Learngene, inherit: bool, name: str, **extra) -> Job:
-    spec, _ = spec_for(m.run, lg)
+def inherit_job(m: MethodContext, learngene: Learngene, inherit: bool, name: str, **extra) -> Job:
+    spec, _ = spec_for(m.run, learngene)
     identity = {
         "kind": "individual",
         "spec": spec.to_dict(),
-        "inherit": lg.content_digest() if inherit else None,
+        "inherit": learngene.content_digest() if inherit else None,
     }
-    return Job(identity=identity, run=lambda tasks: run_inherit(m.run, lg, tasks, inherit, name), **extra)
+    return Job(
+        identity=identity, run=lambda tasks: run_inherit(m.run, learngene, tasks, inherit, name), **extra
+    )
 
 
 @register_method("learngene", "learngene (inherit selected blocks)")
@@ -72,12 +74,12 @@ def judgement(m: MethodContext) -> list[Job]:
     net, k = m.collective, len(m.learngene.blocks)
     jobs = []
     for start in range(len(net.blocks) - k + 1):
-        lg = extract_learngene(
+        learngene = extract_learngene(
             net, start, k, meta={"collective_task": m.learngene.meta.get("collective_task")}
         )
         label = f"{net.block_names[start]}-{net.block_names[start + k - 1]}"
         window = {"window": {"start": start, "blocks": net.block_names[start : start + k], "label": label}}
         for inherit in (True, False):
             arm = f"{'inherit' if inherit else 'scratch'}:{label}"
-            jobs.append(inherit_job(m, lg, inherit, "judgement", arm=arm, extra=window))
+            jobs.append(inherit_job(m, learngene, inherit, "judgement", arm=arm, extra=window))
     return jobs

@@ -120,8 +120,8 @@ class RunContext:
             return
         if step_key is not None and step is not None:
             clean[step_key] = float(step)
-        for lg in self.loggers:
-            lg.log_metrics(clean, step=None if is_wandb(lg) else step)
+        for logger in self.loggers:
+            logger.log_metrics(clean, step=None if is_wandb(logger) else step)
 
 
 def is_wandb(logger: Logger) -> bool:

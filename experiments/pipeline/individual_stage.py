@@ -106,9 +106,9 @@ def run_individual(ctx: RunContext) -> dict:
     learngenes = load_learngenes(ctx)
     plan = []
     for shots in cfg.individual.shots:
-        for seed, lg in learngenes.items():
+        for seed, learngene in learngenes.items():
             for name in cfg.methods:
-                m = MethodContext(ctx, cfg.methods[name], seed, lg, int(shots))
+                m = MethodContext(ctx, cfg.methods[name], seed, learngene, int(shots))
                 for job in get_method(name).plan(m):
                     plan.append((name, int(shots), seed, job))
     from rich.progress import Progress

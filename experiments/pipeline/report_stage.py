@@ -298,11 +298,11 @@ def to_markdown(res: dict) -> str:
              f"seeds per shot count x {len(cs)} collective seed(s) ({p['mode']} protocol), {p['epochs']} epochs. "
              "Accuracy in %: mean ± 95 % CI (Student t over collective seeds x tasks x seeds). `vs scratch`: the "
              "paired difference on the same tasks (mean ± 95 % CI, Wilcoxon signed-rank p).", ""]  # fmt: skip
-    lg = res["learngene"]
-    if lg.get("selected"):
-        sel = "; ".join(f"seed {s}: {', '.join(b)}" for s, b in lg["selected"].items())
-        lines += [f"Learngene chosen by `{lg['statistic']}`: {sel} (the paper's choice: "
-                  f"{', '.join(lg['paper_choice'] or [])}).", ""]  # fmt: skip
+    chosen = res["learngene"]
+    if chosen.get("selected"):
+        sel = "; ".join(f"seed {s}: {', '.join(b)}" for s, b in chosen["selected"].items())
+        lines += [f"Learngene chosen by `{chosen['statistic']}`: {sel} (the paper's choice: "
+                  f"{', '.join(chosen['paper_choice'] or [])}).", ""]  # fmt: skip
     for shots, rows in res["tables"].items():
         lines += [f"## {shots}-shot", "", "| method | accuracy | vs scratch | n | parameters | inherited | train s/task |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -397,8 +397,8 @@ def scalars(res: dict) -> dict[str, float]:
 
 def log_tables(ctx: RunContext, res: dict) -> None:
     ctx.log_metrics(scalars(res))
-    for lg in ctx.loggers:
-        if is_wandb(lg):
+    for logger in ctx.loggers:
+        if is_wandb(logger):
             cols = [
                 "shots",
                 "method",
@@ -410,9 +410,9 @@ def log_tables(ctx: RunContext, res: dict) -> None:
                 "train_time_s",
             ]
             data = [[shots] + [r[c] for c in cols[1:]] for shots, rows in res["tables"].items() for r in rows]
-            lg.log_table(key="results", columns=cols, data=data)
+            logger.log_table(key="results", columns=cols, data=data)
             for png in sorted(Path(ctx.path("plots")).rglob("*.png")):
-                lg.log_image(
+                logger.log_image(
                     key=f"plots/{png.relative_to(ctx.path('plots')).with_suffix('')}", images=[str(png)]
                 )
 

@@ -100,8 +100,8 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
     try:
         for line in check_against_data(ctx):
             log.info(line)
-        for lg in loggers:
-            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         for stage in cfg.stage:
             start = time.perf_counter()
             log.info("stage %s ...", stage)
@@ -114,12 +114,12 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
                 atomic_write_json(path, {**previous, **ctx.timings})
     finally:
         failed = sys.exc_info()[0] is not None
-        for lg in loggers:
-            lg.finalize("failed" if failed else "success")
-            if is_wandb(lg):
+        for logger in loggers:
+            logger.finalize("failed" if failed else "success")
+            if is_wandb(logger):
                 from experiments.pipeline.wandb_logging import finish
 
-                finish(lg, failed)
+                finish(logger, failed)
     return result
 
 

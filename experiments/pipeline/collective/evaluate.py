@@ -43,15 +43,15 @@ def evaluate(net: BlockNet, dm: SequentialTasksDataModule, t: int, relative: int
     class_il, task_il = [], []
     for j in range(t + 1):
         task = dm.stream[j]
-        lg = torch.cat([by_class[c] for c in task.classes])
+        task_logits = torch.cat([by_class[c] for c in task.classes])
         y = torch.cat([torch.full((len(by_class[c]),), dm.label(c, task)) for c in task.classes])
-        class_il.append(float((lg.argmax(1) == y).float().mean()))
+        class_il.append(float((task_logits.argmax(1) == y).float().mean()))
         if relative:
             task_il.append(class_il[-1])
             continue
         rows = torch.tensor([dm.label(c, task) for c in task.classes])
         local = torch.cat([torch.full((len(by_class[c]),), i) for i, c in enumerate(task.classes)])
-        task_il.append(float((lg[:, rows].argmax(1) == local).float().mean()))
+        task_il.append(float((task_logits[:, rows].argmax(1) == local).float().mean()))
     unknown = dm.unknown_images(t)
     ow = {}
     if len(unknown):
