@@ -298,8 +298,18 @@ def test_augment_rejects_bad_settings():
         BatchAugment(crop_padding=-1)
     with pytest.raises(ValueError, match="std"):
         BatchAugment(mean=(0.5, 0.5, 0.5), std=(0.2, 0.0, 0.2))
-    aug = BatchAugment.from_config({"mean": MEAN, "std": STD, "augment": {"crop_padding": 0, "flip": False}})
+    aug = BatchAugment(mean=MEAN, std=STD, crop_padding=0, flip=False)
     assert aug.crop_padding == 0 and not aug.flip
+
+
+def test_channel_statistics_of_uint8_images():
+    from learngene_core.data.statistics import channel_stats
+
+    x = torch.zeros(4, 2, 3, 3, dtype=torch.uint8)
+    x[:, 0] = 255  # channel 0: all ones; channel 1: half 0, half 255
+    x[:2, 1] = 255
+    mean, std = channel_stats(x, chunk=3)
+    assert mean == pytest.approx([1.0, 0.5]) and std == pytest.approx([1e-3, 0.5])
 
 
 # ---------------------------------------------------------------------------------------------------

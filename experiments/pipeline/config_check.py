@@ -318,9 +318,18 @@ def check_config(cfg: DictConfig) -> None:
         if missing:
             _fail("from_run", from_run, f"holds no collective run for collective seeds {missing} (collective/seed_<s>/"
                   f"manifest.json); set collective.seeds to the seeds it has")  # fmt: skip
+    for key in ("data.mean", "data.std"):
+        v = _get(cfg, key)
+        if v == "auto":
+            continue
+        if not isinstance(v, ListConfig | list) or not v or any(isinstance(x, bool) or not isinstance(x, int | float)
+                                                               for x in v):  # fmt: skip
+            _fail(key, v, "must be 'auto' (computed from the training images) or one number per channel")
+        if key == "data.std" and any(x <= 0 for x in v):
+            _fail(key, list(v), "every value must be > 0")
     mean, std = _get(cfg, "data.mean"), _get(cfg, "data.std")
-    if len(mean) != len(std) or any(s <= 0 for s in std):
-        _fail("data.std", list(std), f"needs one positive value per channel, like data.mean {list(mean)}")
+    if mean != "auto" and std != "auto" and len(mean) != len(std):
+        _fail("data.std", list(std), f"needs one value per channel, like data.mean {list(mean)}")
 
 
 def check_against_data(ctx) -> list[str]:

@@ -19,6 +19,7 @@ from experiments.pipeline import run_files
 from experiments.pipeline.objects import build
 from learngene_core.data.augmentation import BatchAugment
 from learngene_core.data.image_set import ImageSet
+from learngene_core.data.statistics import channel_stats
 from learngene_core.errors import ConfigError
 from learngene_core.utils import dist
 
@@ -43,11 +44,31 @@ class RunContext:
         return image_set
 
     @cached_property
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std: ``data.mean`` / ``data.std`` as given, or (``auto``) computed from the
+        training images; a list whose length does not match the images' channels is an error."""
+        d, channels = self.cfg.data, self.image_set.channels
+        auto = [k for k in ("mean", "std") if d[k] == "auto"]
+        if auto:
+            mean, std = channel_stats(self.image_set.x_train)
+            log.info("data.%s=auto: %s from the %d training images", "/".join(auto),
+                     {"mean": mean, "std": std}, len(self.image_set.x_train))  # fmt: skip
+        values = {k: (mean if k == "mean" else std) if d[k] == "auto" else [float(v) for v in d[k]] for k in ("mean", "std")}
+        for key, v in values.items():
+            if len(v) != channels:
+                raise ConfigError(
+                    f"data.{key}={v}: {len(v)} values but the images have {channels} channel"
+                    f"{'s' if channels != 1 else ''}; give one value per channel or data.{key}=auto"
+                )
+        return values["mean"], values["std"]
+
+    @cached_property
     def augment(self) -> BatchAugment:
         d = self.cfg.data
+        mean, std = self.normalisation
         return BatchAugment(
-            mean=list(d.mean),
-            std=list(d.std),
+            mean=mean,
+            std=std,
             crop_padding=int(d.augment.crop_padding),
             flip=bool(d.augment.flip),
             channels_last=bool(self.cfg.compute.channels_last),

@@ -74,14 +74,3 @@ class BatchAugment:
     def train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (B, C, H, W) -> augmented float32 batch on the same device."""
         return self.normalize(self.random_flip(self.random_crop(x, generator), generator))
-
-    @classmethod
-    def from_config(cls, cfg) -> BatchAugment:
-        aug = cfg.get("augment", {}) or {}
-        return cls(
-            mean=list(cfg.get("mean", IMAGENET_MEAN)),
-            std=list(cfg.get("std", IMAGENET_STD)),
-            crop_padding=int(aug.get("crop_padding", 4)),
-            flip=bool(aug.get("flip", True)),
-            channels_last=bool(cfg.get("channels_last", False)),
-        )
