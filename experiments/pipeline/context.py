@@ -53,7 +53,10 @@ class RunContext:
             mean, std = channel_stats(self.image_set.x_train)
             log.info("data.%s=auto: %s from the %d training images", "/".join(auto),
                      {"mean": mean, "std": std}, len(self.image_set.x_train))  # fmt: skip
-        values = {k: (mean if k == "mean" else std) if d[k] == "auto" else [float(v) for v in d[k]] for k in ("mean", "std")}
+        values = {
+            k: (mean if k == "mean" else std) if d[k] == "auto" else [float(v) for v in d[k]]
+            for k in ("mean", "std")
+        }
         for key, v in values.items():
             if len(v) != channels:
                 raise ConfigError(

@@ -8,7 +8,9 @@ import torch
 def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Mean and standard deviation per channel of uint8 images (N, C, H, W), on the 0..1 scale."""
     if x.ndim != 4 or x.shape[0] == 0:
-        raise ValueError(f"channel statistics need a non-empty (N, C, H, W) batch, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"channel statistics need a non-empty (N, C, H, W) batch, got shape {tuple(x.shape)}"
+        )
     c = x.shape[1]
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)

@@ -1,0 +1,111 @@
+"""The seams a researcher extends: the core without Lightning, a new method and a new statistic registered from
+outside the package, a second backbone through the whole pipeline, the learngene API of the README."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TINY, compose
+
+from experiments.pipeline.runner import run_pipeline
+
+
+def test_the_core_package_imports_no_lightning_and_no_hydra():
+    code = (
+        "import importlib, pkgutil, sys, learngene_core\n"
+        "for m in pkgutil.walk_packages(learngene_core.__path__, 'learngene_core.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'hydra'))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_path):
+    from experiments.methods.common import TaskResult
+    from experiments.methods.registry import Job, register_method, unregister_method
+    from learngene_core.criterion.registry import register_statistic, unregister_statistic
+
+    @register_statistic("toy_depth", "task", "a planted statistic: lowest for blocks conv5-conv7")
+    def toy_depth(probe):
+        return [0.0 if 4 <= i <= 6 else 1.0 + i for i in range(len(probe.start_weights))]
+
+    @register_method("toy", "toy (a constant classifier)", config_keys=None)
+    def toy(m):
+        def run(tasks):
+            acc = float(m.cfg.accuracy)
+            return [TaskResult(t.seed, t.index, list(t.classes), acc, 0.0) for t in tasks], {"parameters": 1}
+
+        return [Job(identity={"kind": "toy", "accuracy": float(m.cfg.accuracy)}, run=run)]
+
+    try:
+        cfg = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy.accuracy=0.25",
+                       "criterion.statistic=toy_depth"], tmp_path)  # fmt: skip
+        result = run_pipeline(cfg, tmp_path)
+    finally:
+        unregister_method("toy")
+        unregister_statistic("toy_depth")
+    rows = {r["method"]: r for r in result["tables"]["5"]}
+    assert rows["toy"]["mean"] == 0.25 and rows["toy"]["label"] == "toy (a constant classifier)"
+    assert rows["toy"]["paired"]["n"] == 2  # paired with scratch like every method
+    info = json.loads((tmp_path / "learngene/seed_0/learngene.json").read_text())
+    assert info["selected"]["blocks"] == ["conv5", "conv6", "conv7"]  # the new statistic chose the window
+    assert (
+        "toy_depth" in info["all_statistics"]
+        and "toy (a constant classifier)" in (tmp_path / "results.md").read_text()
+    )
+
+
+def test_resnet12_runs_the_quickstart_pipeline_with_every_method(tmp_path):
+    result = run_pipeline(compose([*TINY, "model=resnet12", "criterion.k=2"], tmp_path), tmp_path)
+    rows = {r["method"]: r for r in result["tables"]["5"]}
+    assert set(rows) == {"learngene", "scratch", "finetune", "linear_probe", "prototype", "protonet", "maml"}
+    assert rows["learngene"]["inherited_parameters"] > 0
+    assert [r["window"] for r in result["judgement"]["5"]["rows"]] == ["res1-res2", "res2-res3", "res3-res4"]
+    manifest = json.loads((tmp_path / "collective/seed_0/manifest.json").read_text())
+    assert manifest["tasks"][-1]["widths"] != manifest["tasks"][0]["widths"]  # residual blocks grew
+    assert manifest["tasks"][-1]["distinct_filters"] == manifest["tasks"][-1]["widths"]
+    art = torch.load(tmp_path / "learngene/seed_0/learngene.pt", weights_only=True)
+    assert art["kind"] == "resnet12" and "conv3.weight" in art["state"][0]
+
+
+def readme_api_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README.md has no python block after <!-- api-example -->"
+    return m.group(1)
+
+
+def test_the_readme_api_example_runs(finished_run, tmp_path, monkeypatch):
+    code = readme_api_example()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEARNGENE_PT", str(finished_run / "learngene/seed_0/learngene.pt"))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    assert isinstance(namespace["net"], torch.nn.Module) and namespace["logits"].shape[-1] == 5
+
+
+def test_learngene_blocks_carry_the_inherited_weights_and_can_be_frozen(finished_run):
+    from learngene_core import build_individual_network, learngene_blocks, load_learngene
+
+    learngene = load_learngene(finished_run / "learngene/seed_0/learngene.pt")
+    blocks = learngene_blocks(learngene, trainable=False)
+    assert list(dict(blocks.named_children())) == learngene.names
+    for block, state in zip(blocks, learngene.state):
+        for k, v in block.state_dict().items():
+            assert torch.equal(v, state[k]), k
+        assert not any(p.requires_grad for p in block.parameters())
+    net = build_individual_network(learngene, ways=4, hidden=[32], base_width=4)
+    scratch = build_individual_network(learngene, ways=4, hidden=[32], base_width=4, inherit=False)
+    inherited = net.blocks[-1].state_dict()
+    assert all(torch.equal(inherited[k], learngene.state[-1][k]) for k in inherited)
+    assert not torch.equal(scratch.blocks[-1].conv.weight, net.blocks[-1].conv.weight)
+    with pytest.raises(Exception, match="32 px"):
+        load_learngene(finished_run / "learngene/seed_0/learngene.pt", input_size=64)
