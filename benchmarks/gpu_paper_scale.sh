@@ -48,7 +48,7 @@ res = json.loads((run / "results.json").read_text())
 manifest = json.loads((run / "collective" / "seed_0" / "manifest.json").read_text())
 payload = {
     "wall_time_s": round(end - start, 1),
-    "stage_time_s": json.loads((run / "timings.json").read_text()),
+    "stage_time_s": json.loads((run / "timings.json").read_text())["total_s"],
     "collective_task_time_s": [e["time_s"] for e in manifest["tasks"]],
     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     "torch": torch.__version__, "python": platform.python_version(),

@@ -128,6 +128,15 @@ class CriterionStatsCallback(L.Callback):
         self._emit(trainer, new)
 
     def _emit(self, trainer: L.Trainer, new: list[dict]) -> None:
+        """Rows to ``gradient_stats.csv`` and, as ``criterion/<statistic>/<layer>``, to every logger."""
         self.rows.extend(new)
-        if self.csv_path is not None and trainer.is_global_zero:
+        if not trainer.is_global_zero:
+            return
+        if self.csv_path is not None:
             append_rows(self.csv_path, new)
+        loggers = getattr(trainer, "loggers", None) or []
+        if loggers:
+            metrics = {f"criterion/{r['statistic']}/{r['layer']}": r["value"] for r in new}
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            for logger in loggers:
+                logger.log_metrics(metrics, step=step)

@@ -21,5 +21,9 @@ class CheckpointError(LearngeneError):
     """A checkpoint or artifact that does not fit the network or is not one of ours."""
 
 
+class OutputError(LearngeneError):
+    """A result could not be written (disk full, read-only or missing folder)."""
+
+
 class NonFiniteLossError(LearngeneError):
     """Training produced a NaN or infinite loss."""

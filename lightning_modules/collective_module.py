@@ -60,6 +60,7 @@ class CollectiveModule(L.LightningModule):
         loss = ce + self.ewc.penalty(self.net) if (self.ewc and self.ewc.active) else ce
         self.guard.check(loss, self.current_epoch, self.global_step)
         self.log("collective/train/loss", ce, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("collective/task", float(self.task), on_step=False, on_epoch=True, batch_size=len(y))
         if self.ewc and self.ewc.active:
             self.log("collective/train/ewc", loss - ce, on_step=False, on_epoch=True, batch_size=len(y))
         return loss

@@ -530,8 +530,13 @@ def test_npz_labels_out_of_range_and_wrong_dtype(tmp_path):
 def test_npz_not_an_npz(tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(DataError, match="not a readable"):
+    with pytest.raises(DataError, match="not an .npz archive"):
         load_npz(path)
+    text = tmp_path / "notes.npz"
+    text.write_text("x_train,y_train\n1,2\n")  # a text file renamed .npz: no hint about pickles
+    with pytest.raises(DataError, match=r"not an \.npz archive") as err:
+        load_npz(text)
+    assert "pickle" not in str(err.value)
 
 
 def test_real_cifar100_npz_has_the_cifar_fs_split(cifar_npz):

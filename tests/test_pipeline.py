@@ -9,6 +9,7 @@ import torch
 from conftest import TINY, compose
 
 import experiments.pipeline.collective as collective_stage
+from experiments.pipeline.run_guard import RunInterrupted
 from experiments.pipeline.runner import run_pipeline
 from learngene_core.criterion.records import read_rows
 from learngene_core.errors import CheckpointError, ConfigError, NonFiniteLossError
@@ -183,7 +184,7 @@ def test_killed_run_resumes_with_the_same_weights_metrics_and_statistics(tmp_pat
             raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(collective_stage, "prune_checkpoints", killed_after_task_1)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted, match="SIGINT"):
         run_pipeline(compose(COLLECTIVE_ONLY, resumed), resumed)
     assert not (resumed / C0 / "task_02.pt").exists()
     monkeypatch.setattr(collective_stage, "prune_checkpoints", real_prune)

@@ -92,7 +92,11 @@ def train_nets(
     )  # fmt: skip
     dm = TargetTasksDataModule(ctx.image_set, tasks, icfg.batch_size, ctx.augment, [data_seed(t) for t in tasks],
                                ctx.cfg.data.on_device)  # fmt: skip
-    trainer = ctx.make_trainer(icfg.epochs, logger=False, single_device=True)
+    label = f"{ctx.progress_label or name} ({len(tasks)} task{'s' if len(tasks) > 1 else ''})"
+    shots = sum(len(t.train_idx) for t in tasks)
+    trainer = ctx.make_trainer(
+        icfg.epochs, logger=False, single_device=True, label=label, samples_per_epoch=shots
+    )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     if device.type == "cuda":

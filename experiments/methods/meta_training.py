@@ -38,7 +38,7 @@ def meta_train(ctx: RunContext, name: str, identity: dict, net: BlockNet, module
     if dist.is_rank_zero():
         state = cached_state(path)
         if state is None:
-            trainer = ctx.make_trainer(1, logger=False, single_device=True)
+            trainer = ctx.make_trainer(1, logger=False, single_device=True, label=f"{name} meta-training")
             start = time.perf_counter()
             trainer.fit(module, datamodule=datamodule)
             curve = torch.stack(module.loss_curve).float().cpu().tolist() if module.loss_curve else []

@@ -254,6 +254,14 @@ def check_model(cfg: DictConfig) -> None:
             )
 
 
+def _devices(devices: Any) -> int:
+    if isinstance(devices, int):
+        return max(1, devices)
+    if isinstance(devices, list | ListConfig):
+        return max(1, len(devices))
+    return 1  # "auto" or a string: Lightning decides; the data module checks again at fit time
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first invalid value (config-only checks; data checks come later)."""
     check_known_keys(cfg)
@@ -283,7 +291,17 @@ def check_config(cfg: DictConfig) -> None:
     wandb = OmegaConf.select(cfg, "logger.wandb")
     if wandb is not None:
         one_of(("online", "offline", "disabled"))("logger.wandb.mode", _get(cfg, "logger.wandb.mode"))
+    accelerator = _get(cfg, "trainer.accelerator")
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("trainer.accelerator", accelerator, "no CUDA device is available here; use trainer=cpu (or "
+                  "trainer.accelerator=cpu), or run on a machine with a GPU")  # fmt: skip
     from_run = _get(cfg, "from_run")
+    if from_run is not None and ("LEARNGENE_FROM_RUN" in str(from_run) or "${" in str(from_run)):
+        _fail("from_run", from_run, "the environment variable LEARNGENE_FROM_RUN is not set (the W&B sweep reads the "
+              "finished run from it): export LEARNGENE_FROM_RUN=<a finished run directory> before starting the agent")  # fmt: skip
     if from_run is not None and not Path(str(from_run)).is_dir():
         _fail("from_run", from_run, "must be the output directory of an earlier run (it does not exist)")
     if from_run is not None and "collective" in stages:
@@ -302,7 +320,21 @@ def check_config(cfg: DictConfig) -> None:
     ):
         _fail("callbacks", list((_get(cfg, "callbacks") or {}).keys()),
               "the learngene stage reads the criterion statistics: keep callbacks.criterion_stats")  # fmt: skip
+    world = int(_get(cfg, "trainer.num_nodes")) * _devices(_get(cfg, "trainer.devices"))
+    if (
+        "ddp" in str(_get(cfg, "trainer.strategy"))
+        and world > 1
+        and _get(cfg, "collective.batch_size") % world
+    ):
+        b = _get(cfg, "collective.batch_size")
+        _fail("collective.batch_size", b, f"is the global batch, split over {world} processes: use a multiple of {world} "
+              f"(e.g. {b - b % world or world})")  # fmt: skip
     out = Path(str(_get(cfg, "paths.output_dir")))
+    if stages == ["report"]:
+        raw = (Path(str(from_run)) if from_run is not None else out) / "individual" / "results_raw.json"
+        if not raw.exists():
+            _fail("stage", stages, f"the report needs stage-3 results and {raw} does not exist: run the individual stage "
+                  "first, or set from_run to a run directory whose individual stage finished")  # fmt: skip
     seeds = [int(s) for s in _get(cfg, "collective.seeds")]
     if from_run is None and "collective" not in stages and stages[0] != "report":
         missing = [s for s in seeds if not (out / "collective" / f"seed_{s}" / "manifest.json").exists()]
@@ -332,59 +364,122 @@ def check_config(cfg: DictConfig) -> None:
         _fail("data.std", list(std), f"needs one value per channel, like data.mean {list(mean)}")
 
 
+def _fail_data(key: str, value: Any, why: str) -> None:
+    raise ConfigError(f"{key}={value!r}: {why}")
+
+
+def check_data_limits(cfg: DictConfig, image_set) -> None:
+    """Every limit the data sets on the config, checked before any work, each naming its key and a valid value."""
+    c, icfg = cfg.collective, cfg.individual
+    groups = {g: list(v) for g, v in image_set.groups.items()}
+    base, novel = len(groups["base"]), len(groups["novel"])
+    train = {cls: len(v) for cls, v in image_set.indices_by_class("train").items()}
+    test = {cls: len(v) for cls, v in image_set.indices_by_class("test").items()}
+    name = image_set.class_names
+    pool = base + (len(groups["open_world"]) if c.open_world_enters_at is not None else 0)
+    if c.classes_per_task > base:
+        _fail_data(
+            "collective.classes_per_task",
+            c.classes_per_task,
+            f"there are {base} base classes; use at most {base}",
+        )
+    if not c.replacement and c.mode != "joint" and c.n_tasks * c.classes_per_task > pool:
+        _fail_data("collective.n_tasks", c.n_tasks, f"with collective.replacement=false every task needs "
+                   f"{c.classes_per_task} unused classes of {pool}; use at most {pool // c.classes_per_task} tasks or "
+                   "collective.replacement=true")  # fmt: skip
+    base_min = min(train[k] for k in groups["base"])
+    if c.train_per_class is not None and c.train_per_class > base_min:
+        _fail_data("collective.train_per_class", c.train_per_class,
+                   f"a base class has only {base_min} training images; use at most {base_min} or null")  # fmt: skip
+    if icfg.ways > novel:
+        _fail_data("individual.ways", icfg.ways, f"the novel group has {novel} classes; use at most {novel}")
+    novel_min_c = min(groups["novel"], key=lambda k: train[k])
+    novel_min = train[novel_min_c]
+    extra = icfg.queries if icfg.protocol == "episodic" else 0
+    for shots in icfg.shots:
+        if shots + extra > novel_min:
+            what = f"{shots} shots + {extra} queries (individual.queries)" if extra else f"{shots} shots"
+            _fail_data("individual.shots", list(icfg.shots), f"{what} need {shots + extra} training images per class "
+                       f"but novel class {name[novel_min_c]!r} has {novel_min}; use individual.shots <= "
+                       f"{novel_min - extra}")  # fmt: skip
+    if icfg.protocol == "paper":
+        empty = [name[k] for k in groups["novel"] if test.get(k, 0) == 0]
+        if empty:
+            _fail_data("individual.protocol", "paper", f"novel classes {empty[:3]} have no test images; use "
+                       "individual.protocol=episodic (queries from the training images)")  # fmt: skip
+    base_min_c = min(groups["base"], key=lambda k: train[k])
+    episodic = {
+        "protonet": ("methods.protonet", lambda m: m.ways),
+        "maml": ("methods.maml", lambda m: icfg.ways),
+    }
+    for method, (key, ways_of) in episodic.items():
+        if method not in cfg.methods:
+            continue
+        m = cfg.methods[method]
+        ways = ways_of(m)
+        if ways > base:
+            what = (
+                f"{key}.ways" if method == "protonet" else "individual.ways (MAML meta-trains that many ways)"
+            )
+            _fail_data(what.split(" ")[0], ways, f"meta-training episodes draw from the {base} base classes; use at most "
+                       f"{base}")  # fmt: skip
+        if m.shots + m.queries > base_min:
+            _fail_data(f"{key}.queries", m.queries, f"{m.shots} shots ({key}.shots) + {m.queries} queries need "
+                       f"{m.shots + m.queries} training images per base class but {name[base_min_c]!r} has {base_min}; "
+                       f"use {key}.queries <= {max(1, base_min - m.shots)}")  # fmt: skip
+
+
 def check_against_data(ctx) -> list[str]:
     """Checks that need the data (ways vs classes, shots vs images, ...); returns a summary of the protocol."""
     from experiments.pipeline.collective.setup import make_stream
     from experiments.pipeline.individual_stage import target_tasks
-    from learngene_core.errors import DataError
 
     cfg, image_set = ctx.cfg, ctx.image_set
-    lines = []
     if image_set.image_size != cfg.data.image_size:
         raise ConfigError(
             f"data.image_size={cfg.data.image_size} but the source produced {image_set.image_size} px images"
         )
+    check_data_limits(cfg, image_set)
+    ctx.normalisation  # noqa: B018 -- data.mean / data.std against the channels, before any work
+    lines = [
+        f"normalisation: mean {ctx.normalisation[0]}, std {ctx.normalisation[1]} ({image_set.channels} channels)"
+    ]
     for seed in ctx.collective_seeds:
-        try:
-            stream = make_stream(cfg, image_set, seed)
-        except DataError as err:
-            raise ConfigError(str(err)) from None
+        stream = make_stream(cfg, image_set, seed)
         shown = ", ".join(str(list(t.classes)) for t in stream[:4])
-        lines.append(f"collective stream (seed {seed}): {len(stream)} tasks of {cfg.collective.classes_per_task} "
-                     f"classes: {shown}{' ...' if len(stream) > 4 else ''}")  # fmt: skip
-    if cfg.collective.train_per_class is not None:
-        base = set(image_set.groups["base"])
-        per_class = min(len(v) for c, v in image_set.indices_by_class("train").items() if c in base)
-        if cfg.collective.train_per_class > per_class:
-            raise ConfigError(f"collective.train_per_class={cfg.collective.train_per_class} but a base class has only "
-                              f"{per_class} training images; use at most {per_class} or null")  # fmt: skip
-    icfg = cfg.individual
-    for group, key in (("novel", "individual.ways"),):
-        n = len(image_set.groups[group])
-        if icfg.ways > n:
-            raise ConfigError(f"{key}={icfg.ways}: the {group} group has {n} classes; use at most {n}")
-    train_counts = image_set.indices_by_class("train")
-    novel_min = min(len(train_counts[c]) for c in image_set.groups["novel"])
-    extra = icfg.queries if icfg.protocol == "episodic" else 0
-    for shots in icfg.shots:
-        if shots + extra > novel_min:
-            what = f"{shots} shots + {extra} queries" if extra else f"{shots} shots"
-            raise ConfigError(
-                f"individual.shots={list(icfg.shots)}: {what} need {shots + extra} training images per class but a novel "
-                f"class has {novel_min}; use individual.shots <= {novel_min - extra}"
-            )
-    for shots in icfg.shots:
+        what = "joint phases over all base classes" if cfg.collective.mode == "joint" else "tasks"
+        lines.append(f"collective stream (seed {seed}): {len(stream)} {what} of {len(stream[0].classes)} classes: "
+                     f"{shown[:300]}{' ...' if len(stream) > 4 else ''}")  # fmt: skip
+    for shots in cfg.individual.shots:
         tasks = target_tasks(ctx, shots)
         lines.append(f"target tasks, {shots}-shot: {len(tasks)} ({cfg.individual.n_tasks} per seed x seeds "
                      f"{list(cfg.individual.seeds)}), e.g. classes {[list(t.classes) for t in tasks[:3]]}")  # fmt: skip
-    base = len(image_set.groups["base"])
-    methods = set(cfg.methods)
-    if "protonet" in methods and cfg.methods.protonet.ways > base:
-        raise ConfigError(
-            f"methods.protonet.ways={cfg.methods.protonet.ways} but there are {base} base classes"
-        )
-    if "maml" in methods and cfg.individual.ways > base:
-        raise ConfigError(
-            f"MAML meta-trains {cfg.individual.ways}-way episodes but there are {base} base classes"
-        )
     return lines
+
+
+def check_existing_outputs(ctx) -> None:
+    """Read every file of earlier runs that the selected stages will read, so that a damaged one (garbage,
+    cut-off JSON, a truncated checkpoint) stops the run now, with one line naming it, not after hours."""
+    from experiments.pipeline import run_files
+    from learngene_core.artifact import load_learngene
+    from learngene_core.criterion.records import read_rows
+
+    stages = set(ctx.cfg.stage)
+    for seed in ctx.collective_seeds:
+        dirs = [ctx.collective_dir(seed, own=True)] if "collective" in stages else []
+        if stages & {"learngene", "individual", "report"} and "collective" not in stages:
+            dirs.append(ctx.collective_dir(seed))
+        for d in dirs:
+            run_files.read_manifest(d / "manifest.json")
+            if (d / "metrics.json").exists():
+                run_files.read_json_file(d / "metrics.json", "collective metrics")
+            if (d / "gradient_stats.csv").exists() and stages & {"collective", "learngene"}:
+                read_rows(d / "gradient_stats.csv")
+        lg_dir = ctx.learngene_dir(seed)
+        if "individual" in stages and "learngene" not in stages:
+            load_learngene(lg_dir / "learngene.pt")
+        if "report" in stages and "learngene" not in stages and (lg_dir / "learngene.json").exists():
+            run_files.read_json_file(lg_dir / "learngene.json", "learngene record")
+    if stages & {"individual", "report"}:
+        for root in {ctx.out, ctx.source}:
+            run_files.read_raw_results(run_files.raw_results_path(root))

@@ -34,6 +34,8 @@ class RunContext:
         self.source = Path(str(cfg.from_run)) if cfg.get("from_run") else self.out
         self.timings: dict[str, float] = {}
         self.image_set_override: ImageSet | None = None
+        self.progress = None  # the running stage's rich Progress (fits add an epoch row to it)
+        self.progress_label: str | None = None  # what stage 3 is computing now
 
     # -- data ---------------------------------------------------------------------------------------
     @cached_property
@@ -111,9 +113,16 @@ class RunContext:
 
     # -- Trainers -----------------------------------------------------------------------------------
     def make_trainer(self, max_epochs: int, callbacks: list | None = None, logger: Any = False,
-                     single_device: bool = False) -> L.Trainer:  # fmt: skip
+                     single_device: bool = False, label: str | None = None,
+                     samples_per_epoch: int | None = None) -> L.Trainer:  # fmt: skip
         """A fresh Trainer from ``cfg.trainer`` (every flag there passes through). ``single_device``: this
-        process only (stage 3 shards tasks, not data)."""
+        process only (stage 3 shards tasks, not data). ``label``: show the fit's epochs under that name."""
+        callbacks = list(callbacks or [])
+        if label is not None:
+            from callbacks.progress import EpochProgress
+            from experiments.pipeline.console import log_epochs
+
+            callbacks.append(EpochProgress(self.progress, label, samples_per_epoch, log_epochs()))
         kw: dict[str, Any] = {"default_root_dir": str(self.out)}
         if single_device:
             from lightning.pytorch.strategies import SingleDeviceStrategy

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from experiments.methods.registry import MethodContext, get_method
 from experiments.pipeline import run_files
+from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
 from learngene_core.artifact import Learngene, load_learngene
 from learngene_core.data.target_tasks import make_target_task_grid
@@ -111,14 +112,14 @@ def run_individual(ctx: RunContext) -> dict:
                 m = MethodContext(ctx, cfg.methods[name], seed, learngene, int(shots))
                 for job in get_method(name).plan(m):
                     plan.append((name, int(shots), seed, job))
-    from rich.progress import Progress
-
-    with Progress(disable=not dist.is_rank_zero()) as progress:
-        bar = progress.add_task("individual", total=len(plan))
+    with stage_progress(disable=not dist.is_rank_zero()) as progress:
+        ctx.progress = progress
+        bar = progress.add_task("individual", total=len(plan), rate="")
         for name, shots, seed, job in plan:
             key = entry_key(name, shots, seed, job.arm)
             ckey = computation_key(job.identity, shots, settings)
             progress.update(bar, description=f"individual {key}")
+            ctx.progress_label = key
             comp = cache.get(ckey)
             if comp is None:
                 tasks = target_tasks(ctx, shots)
@@ -135,5 +136,6 @@ def run_individual(ctx: RunContext) -> dict:
             if dist.is_rank_zero():
                 atomic_write_json(raw_path, raw)
             progress.advance(bar)
+    ctx.progress = None
     dist.barrier()
     return raw

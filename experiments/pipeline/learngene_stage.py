@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from experiments.pipeline import run_files
-from experiments.pipeline.context import RunContext
+from experiments.pipeline.context import RunContext, is_wandb
 from learngene_core.artifact import extract_learngene, save_learngene
 from learngene_core.criterion.records import read_rows, task_matrix
 from learngene_core.criterion.registry import STATISTICS, load_builtin
@@ -159,6 +159,12 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
         plot_gradient_heatmap({n: (v[0], v[1], net.block_names) for n, v in by_stat.items()},
                               plots / "gradient_heatmap.png", cr.statistic)  # fmt: skip
         plot_window_scores(result, start, plots / "window_scores.png", cr.statistic)
+        for logger in ctx.loggers:
+            if is_wandb(logger):
+                from experiments.pipeline.wandb_logging import log_learngene_artifact
+
+                log_learngene_artifact(logger, [out / "learngene.pt", out / "learngene.json"],
+                                       f"learngene-{cfg.exp_name}-seed{seed}", info["selected"])  # fmt: skip
     dist.barrier()
     log.info(
         "learngene seed %d: rule selects %s (score %.4g) from %s over tasks %s; paper's choice %s: %s",

@@ -199,6 +199,8 @@ def collective_summary(metrics: dict[int, dict]) -> dict:
 def build_results(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     raw_path = run_files.raw_results_path(ctx.out)
+    if not raw_path.exists() and ctx.source != ctx.out:
+        raw_path = run_files.raw_results_path(ctx.source)
     if not raw_path.exists():
         raise CheckpointError(
             f"nothing to report: {raw_path} does not exist. Run the individual stage first (stage=[...,individual,"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -10,10 +11,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.pipeline.config_check import check_against_data, check_config
+from experiments.pipeline.config_check import check_against_data, check_config, check_existing_outputs
+from experiments.pipeline.console import console, route_logging_through_rich
 from experiments.pipeline.context import RunContext, is_wandb
+from experiments.pipeline.run_guard import RunInterrupted, RunLock, StopOnSignal, check_output_dir
 from learngene_core.errors import LearngeneError
 from learngene_core.utils import dist
 from learngene_core.utils.io import atomic_write_json, read_json
@@ -74,20 +78,40 @@ def run_stage(ctx: RunContext, stage: str) -> dict | None:
 
         result = run_report(ctx)
         if dist.is_rank_zero():
-            from rich.console import Console
             from rich.markdown import Markdown
 
-            Console(file=sys.stdout, width=140).print(Markdown(to_markdown(result)))
+            console.print(Markdown(to_markdown(result)), width=140)
         return result
     return None
 
 
 def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
-    """Check the config, then run ``cfg.stage`` in order; returns the results dict if the report ran."""
+    """Check the config, then run ``cfg.stage`` in order; returns the results dict if the report ran.
+
+    The run directory is locked for this process (rank 0) while it runs; SIGTERM and Ctrl-C end it with
+    :class:`RunInterrupted` (what finished is saved; the same command resumes)."""
     out = set_output_dir(cfg, output_dir)
     check_config(cfg)
+    check_output_dir(out)
+    lock = RunLock(out) if dist.is_rank_zero() else contextlib.nullcontext()
+    stage = {"name": "start"}
+    try:
+        with lock, StopOnSignal():
+            return _run_stages(cfg, out, stage)
+    except (RunInterrupted, SIGTERMException, KeyboardInterrupt) as err:
+        name = (
+            err.signame
+            if isinstance(err, RunInterrupted)
+            else "SIGINT"
+            if isinstance(err, KeyboardInterrupt)
+            else "SIGTERM"
+        )
+        raise RunInterrupted(name).with_context(stage["name"], out) from None
+
+
+def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
     quiet_libraries()
-    out.mkdir(parents=True, exist_ok=True)
+    route_logging_through_rich()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # under torchrun / srun, join the process group up front: stages other than a DDP fit (a resumed,
     # finished stage 1; stage 3's task sharding and gathering) need it too. Lightning reuses it.
@@ -95,23 +119,24 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
     dist.ensure_process_group("nccl" if cuda else "gloo")
     loggers = make_loggers(cfg, out)
     ctx = RunContext(cfg, out, loggers)
+    invocation = time.strftime("%Y-%m-%d %H:%M:%S")
     log.info("run %s: seed %d, stages %s, output %s", cfg.exp_name, cfg.seed, list(cfg.stage), out)
     result = None
     try:
+        check_existing_outputs(ctx)
         for line in check_against_data(ctx):
             log.info(line)
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         for stage in cfg.stage:
+            current["name"] = stage
             start = time.perf_counter()
             log.info("stage %s ...", stage)
             result = run_stage(ctx, stage) or result
             ctx.timings[stage] = round(time.perf_counter() - start, 1)
             log.info("stage %s done in %.1fs", stage, ctx.timings[stage])
             if dist.is_rank_zero():
-                path = out / "timings.json"
-                previous = read_json(path) if path.exists() else {}
-                atomic_write_json(path, {**previous, **ctx.timings})
+                record_timings(out / "timings.json", ctx.timings, invocation)
     finally:
         failed = sys.exc_info()[0] is not None
         for logger in loggers:
@@ -123,11 +148,29 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
     return result
 
 
+def record_timings(path: Path, timings: dict[str, float], invocation: str) -> None:
+    """``timings.json``: seconds per stage summed over every invocation (a resumed run adds to the time of
+    the interrupted one), and each invocation's own seconds."""
+    old = read_json(path) if path.exists() else {}
+    runs = [r for r in old.get("invocations", []) if r.get("started") != invocation]
+    runs.append({"started": invocation, "stages_s": dict(timings)})
+    total: dict[str, float] = {}
+    for r in runs:
+        for k, v in r["stages_s"].items():
+            total[k] = round(total.get(k, 0.0) + v, 1)
+    atomic_write_json(path, {"total_s": total, "invocations": runs})
+
+
 def main_guarded(cfg: DictConfig, output_dir: str | Path) -> dict | None:
-    """The entry point's wrapper: known errors print one clear line and exit with status 2."""
+    """The entry point's wrapper: known errors print one clear line and exit with status 2; a run stopped by
+    a signal says how to resume and exits with 128 + the signal number (143 for SIGTERM, 130 for Ctrl-C)."""
     try:
         return run_pipeline(cfg, output_dir)
     except LearngeneError as err:
         log.error("%s: %s", type(err).__name__, err)
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except RunInterrupted as err:
+        log.error("%s", err.message)
+        print(f"stopped: {err.message}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None

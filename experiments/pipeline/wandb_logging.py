@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -10,6 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from learngene_core.errors import ConfigError
+
+log = logging.getLogger("learngene")
 
 
 def run_id(out: Path) -> str:
@@ -40,7 +43,19 @@ def make_wandb_logger(node: DictConfig, out: Path):
             "server use logger.wandb.mode=offline (or WANDB_MODE=offline) and `wandb sync` later"
         ) from None
     define_step_metrics(run)
+    url = getattr(run, "url", None)
+    log.info("W&B run %s (%s): %s", getattr(run, "id", "?"), node.mode, url or getattr(run, "dir", ""))
     return logger
+
+
+def log_learngene_artifact(logger, files: list[Path], name: str, metadata: dict) -> None:
+    """``learngene.pt`` and its json as one W&B model artifact (versioned by W&B)."""
+    import wandb
+
+    artifact = wandb.Artifact(name=name, type="model", metadata=metadata)
+    for f in files:
+        artifact.add_file(str(f))
+    logger.experiment.log_artifact(artifact)
 
 
 def define_step_metrics(run) -> None:
@@ -53,7 +68,14 @@ def define_step_metrics(run) -> None:
 
 
 def finish(logger, failed: bool) -> None:
-    """End the W&B run cleanly (also when a stage failed), marking it failed with a non-zero exit code."""
+    """End the W&B run cleanly (also when a stage failed), marking it failed with a non-zero exit code, and
+    say where it is (offline: the ``wandb sync`` command that uploads it)."""
     exp = getattr(logger, "_experiment", None)
     if exp is not None and hasattr(exp, "finish"):
+        offline = getattr(getattr(exp, "settings", None), "_offline", False) or getattr(exp, "offline", False)
+        folder = Path(getattr(exp, "dir", "")).parent if getattr(exp, "dir", None) else None
         exp.finish(exit_code=1 if failed else 0)
+        if offline and folder is not None:
+            log.info("W&B run logged offline in %s; upload it with: wandb sync %s", folder, folder)
+        elif getattr(exp, "url", None):
+            log.info("W&B run: %s", exp.url)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from learngene_core.errors import CheckpointError
+from learngene_core.errors import CheckpointError, OutputError
 
 CSV_FIELDS = ("task", "epoch", "layer", "kind", "statistic", "value")
 TASK_EPOCH = -1  # the epoch column of task statistics
@@ -33,14 +33,18 @@ def _lines(rows: list[dict]) -> str:
 def append_rows(path: str | Path, rows: list[dict]) -> None:
     """Append whole rows in one write (header first for a new file), flushed to disk."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = _lines(rows)
-    with open(path, "a", newline="") as f:
-        if f.tell() == 0:
-            text = ",".join(CSV_FIELDS) + "\n" + text
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", newline="") as f:
+            if f.tell() == 0:
+                text = ",".join(CSV_FIELDS) + "\n" + text
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise OutputError(f"cannot append to {path} ({err.strerror or err}); free space or make it writable, then "
+                          f"rerun the same command to resume") from err  # fmt: skip
 
 
 def read_rows(path: str | Path) -> list[dict]:

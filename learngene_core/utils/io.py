@@ -1,6 +1,9 @@
 """Atomic writes: a crashed or killed run never leaves a half-written artifact behind.
 
-Every file is written to a temporary sibling and moved into place with ``os.replace`` (atomic on POSIX).
+Every file is written to a temporary sibling and moved into place with ``os.replace`` (atomic on POSIX),
+with the permissions a plain ``open`` would give (0666 minus the umask: ``mkstemp`` alone would leave
+0600, unreadable for collaborators on shared storage). A failed write (disk full, read-only folder) is an
+:class:`~learngene_core.errors.OutputError` naming the file.
 """
 
 from __future__ import annotations
@@ -13,22 +16,42 @@ from typing import Any
 
 import torch
 
+from learngene_core.errors import OutputError
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def _atomic(path: str | Path, write) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        raise OutputError(
+            f"cannot write {path} ({err.strerror or err}); free space or make the folder writable (or choose "
+            f"another paths.output_dir), then rerun the same command: finished work is kept"
+        ) from err
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
     return path
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp and os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

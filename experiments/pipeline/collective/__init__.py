@@ -29,6 +29,7 @@ from experiments.pipeline.collective.setup import (
     make_stream,
     probe_images,
 )
+from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
 from learngene_core.backbones.base import BlockNet
 from learngene_core.criterion.records import truncate_rows
@@ -120,17 +121,18 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
         probe_images(image_set, cfg.criterion.probe_images, seed) if cfg.criterion.probe_images else None
     )
     device = ctx.device
-    from rich.progress import Progress
-
-    with Progress(transient=False, disable=not dist.is_rank_zero()) as progress:
-        bar = progress.add_task(f"collective seed {seed}", total=c.n_tasks, completed=start)
+    step = done[-1].get("step_end", 0) if done else 0
+    with stage_progress(disable=not dist.is_rank_zero()) as progress:
+        ctx.progress = progress
+        bar = progress.add_task(f"collective seed {seed}", total=c.n_tasks, completed=start, rate="")
         for t in range(start, c.n_tasks):
             t0 = time.perf_counter()
             L.seed_everything(derive_seed(seed, "collective-task", t), workers=True, verbose=False)
             head = head_size(cfg, dm, t) if (c.labels == "global" and c.head == "growing") else None
             growth = grow(net, t, schedule, ewc, seed, cfg.model.growth.noise, head)
-            fitted, _ = fit_task(ctx, net, t, dm, ewc, relative, csv_path, probe_x)
-            net = fitted.net
+            label = f"collective seed {seed} task {t + 1}/{c.n_tasks}"
+            fitted, _ = fit_task(ctx, net, t, dm, ewc, relative, csv_path, probe_x, step, label)
+            net, step = fitted.net, fitted.step_end
             if ewc:
                 ewc.consolidate(
                     net.to(device), dm.fisher_batches(t), c.ewc.fisher_samples, c.ewc.fisher,
@@ -143,7 +145,7 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
             if dist.is_rank_zero():
                 entry = {"task": t, "classes": list(stream[t].classes), "growth": growth, "parameters": history.params[-1],
                          "time_s": round(elapsed, 2), "fit_time_s": round(fitted.seconds, 2),
-                         "samples": fitted.samples, "processes": fitted.processes,
+                         "samples": fitted.samples, "processes": fitted.processes, "step_end": fitted.step_end,
                          "gradient_stats_rank_disagreement": fitted.rank_disagreement}  # fmt: skip
                 record_task(
                     out, t, net, ewc, dm.order, manifest, entry, history, manifest["mode"], c.classes_per_task
@@ -162,4 +164,5 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
                 f"{ow['auroc_msp']:.3f}" if "auroc_msp" in ow else "n/a", history.params[-1] / 1e6, elapsed,
             )  # fmt: skip
             progress.advance(bar)
+    ctx.progress = None
     return net

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
+from callbacks.continuing_step import ContinuingStep
 from callbacks.criterion_stats import CriterionStatsCallback
 from datamodules.sequential_tasks import SequentialTasksDataModule
 from learngene_core.backbones.base import BlockNet
@@ -22,6 +23,7 @@ class FitResult:
     seconds: float
     samples: int  # training images processed (images x epochs on all processes)
     rank_disagreement: float | None
+    step_end: int  # the logging step after this task
 
 
 def make_callbacks(
@@ -45,7 +47,8 @@ def make_callbacks(
 
 
 def fit_task(ctx, net: BlockNet, t: int, dm: SequentialTasksDataModule, ewc: EWC | None, relative: int | None,
-             csv_path: Path, probe_x) -> tuple[FitResult, list]:  # fmt: skip
+             csv_path: Path, probe_x, step: int = 0, label: str = "") -> tuple[FitResult, list]:  # fmt: skip
+    """Train task ``t``; ``step``: the logging step the previous task ended at (the loggers' x-axis keeps rising)."""
     cfg, c = ctx.cfg, ctx.cfg.collective
     dm.set_task(t)
     module = instantiate(c.module)(
@@ -57,8 +60,10 @@ def fit_task(ctx, net: BlockNet, t: int, dm: SequentialTasksDataModule, ewc: EWC
         channels_last=cfg.compute.channels_last,
         compile=cfg.compute.compile,
     )
-    callbacks = make_callbacks(ctx, t, csv_path, probe_x, dm, relative)
-    trainer = ctx.make_trainer(c.epochs, callbacks, logger=ctx.loggers or False)
+    steps = ContinuingStep(step)
+    callbacks = [*make_callbacks(ctx, t, csv_path, probe_x, dm, relative), steps]
+    trainer = ctx.make_trainer(c.epochs, callbacks, logger=ctx.loggers or False, label=label or f"task {t}",
+                               samples_per_epoch=dm.task_size(t))  # fmt: skip
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     stats = next((cb for cb in callbacks if isinstance(cb, CriterionStatsCallback)), None)
@@ -68,4 +73,5 @@ def fit_task(ctx, net: BlockNet, t: int, dm: SequentialTasksDataModule, ewc: EWC
         seconds=time.perf_counter() - start,
         samples=dm.task_size(t) * c.epochs,
         rank_disagreement=stats.rank_disagreement if stats else None,
+        step_end=steps.end,
     ), callbacks

@@ -44,6 +44,11 @@ def load_npz(
         raise DataError(
             f"npz file not found: {path}; give the path of an existing .npz (e.g. ../shared/data/cifar100.npz)"
         )
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{path} is not an .npz archive (a zip of .npy arrays, as numpy.savez writes); give the path of one, "
+            f"e.g. ../shared/data/cifar100.npz"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in REQUIRED_KEYS if k not in f.files]
