@@ -16,6 +16,8 @@ from rich.progress import (
 )
 
 console = Console()
+if not console.is_terminal:  # a log file or a pipe: no 80-column wrapping of long log lines
+    console = Console(width=200)
 
 
 def route_logging_through_rich() -> None:

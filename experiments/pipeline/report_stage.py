@@ -365,9 +365,9 @@ def run_report(ctx: RunContext) -> dict:
 
         for cs in res["collective_seeds"]:
             p = ctx.collective_dir(cs) / "metrics.json"
-            if p.exists():
-                plot_accuracy_matrices(run_files.read_json_file(p, "collective metrics"),
-                                       ctx.path("plots", f"seed_{cs}", "accuracy_matrix.png"))  # fmt: skip
+            metrics = run_files.read_json_file(p, "collective metrics") if p.exists() else {}
+            if {"class_incremental", "task_incremental"} <= set(metrics):
+                plot_accuracy_matrices(metrics, ctx.path("plots", f"seed_{cs}", "accuracy_matrix.png"))
         ways = res["protocol"]["ways"]
         for shots, j in res["judgement"].items():
             plot_judgement(

@@ -20,10 +20,12 @@ def _chw(x: np.ndarray, key: str, path: Path) -> torch.Tensor:
         raise DataError(f"{path}: '{key}' has dtype {x.dtype}; it must be uint8 images")
     if x.ndim == 3:  # (N, H, W) grayscale
         x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)  # HWC -> CHW
-    elif x.ndim != 4:
-        raise DataError(f"{path}: '{key}' has shape {x.shape}; expected (N, H, W, C) or (N, C, H, W)")
+    elif x.ndim == 4 and x.shape[1] == x.shape[2] and x.shape[3] != x.shape[2]:
+        x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W), any channel count
+    elif x.ndim != 4 or x.shape[2] != x.shape[3]:
+        raise DataError(
+            f"{path}: '{key}' has shape {x.shape}; expected square images (N, H, W, C), (N, C, H, W) or (N, H, W)"
+        )
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
