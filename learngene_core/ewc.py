@@ -98,7 +98,7 @@ def fisher_diagonal(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
     true Fisher's Monte-Carlo estimate).
     """
     if mode not in FISHER_MODES:
-        raise ValueError(f"ewc.fisher={mode!r}; valid: {list(FISHER_MODES)}")
+        raise ValueError(f"Fisher mode {mode!r}; valid: {list(FISHER_MODES)}")
     was_training = net.training
     net.eval()
     params = {n: p.detach() for n, p in net.named_parameters() if p.requires_grad}

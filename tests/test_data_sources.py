@@ -160,8 +160,14 @@ def test_cifar100_missing_copy_without_download(tmp_path):
     root = tmp_path / "nowhere"
     with pytest.raises(DataError) as err:
         load_cifar100(root, download=False, verify_checksum=False)
-    assert str(root) in str(err.value)
-    assert "data.root" in str(err.value)
+    assert str(root) in str(err.value) and "root" in str(err.value)
+    # through the pipeline, the message names the config keys that set the source's parameters
+    from experiments.pipeline.context import RunContext
+    from tests.conftest import compose
+
+    cfg = compose(["data=cifar100", f"data.root={root}", "data.download=false"], tmp_path)
+    with pytest.raises(DataError, match=r"in the config: root is data.root, download is data.download"):
+        _ = RunContext(cfg, tmp_path).image_set
 
 
 def test_cifar100_partial_copy_counts_as_missing(tmp_path):
@@ -185,7 +191,7 @@ def test_cifar100_failed_download_is_a_data_error(tmp_path, monkeypatch):
     msg = str(err.value)
     assert calls, "the download was not attempted"
     assert str(root) in msg
-    assert "cifar-100-python" in msg and "data.root" in msg  # says how to point at a copy
+    assert "cifar-100-python" in msg and "root" in msg  # says how to point at a copy
     assert "\n" not in msg  # one line
     assert err.value.__suppress_context__  # no chained urllib traceback
 

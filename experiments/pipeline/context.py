@@ -20,7 +20,7 @@ from experiments.pipeline.objects import build
 from learngene_core.data.augmentation import BatchAugment
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.statistics import channel_stats
-from learngene_core.errors import ConfigError
+from learngene_core.errors import ConfigError, DataError
 from learngene_core.utils import dist
 
 log = logging.getLogger("learngene")
@@ -41,7 +41,10 @@ class RunContext:
     @cached_property
     def image_set(self) -> ImageSet:
         t = time.perf_counter()
-        image_set = self.image_set_override or build(self.cfg.data.source, "data.source")
+        try:
+            image_set = self.image_set_override or build(self.cfg.data.source, "data.source")
+        except DataError as err:
+            raise DataError(f"{err}{source_keys_hint(self.cfg, str(err))}") from None
         log.info("data: %s (%.1fs)", image_set.summary(), time.perf_counter() - t)
         return image_set
 
@@ -155,6 +158,21 @@ class RunContext:
             clean[step_key] = float(step)
         for logger in self.loggers:
             logger.log_metrics(clean, step=None if is_wandb(logger) else step)
+
+
+def source_keys_hint(cfg: DictConfig, message: str) -> str:
+    """Which ``data.*`` keys set the source parameters a core message names (the core speaks of ``root``,
+    the user of ``data.root``)."""
+    source = cfg.data.source
+    pairs = []
+    for param in source:
+        if param.startswith("_") or param not in message:
+            continue
+        keys = [k for k in cfg.data if k != "source" and cfg.data[k] == source[param]]
+        key = param if param in keys else (keys[0] if keys else None)
+        if key is not None:
+            pairs.append(f"{param} is data.{key}")
+    return f" (in the config: {', '.join(pairs)})" if pairs else ""
 
 
 def is_wandb(logger: Logger) -> bool:

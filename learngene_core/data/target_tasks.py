@@ -64,16 +64,14 @@ def make_target_tasks(
     group: str = "novel",
 ) -> list[TargetTask]:
     if protocol not in PROTOCOLS:
-        raise DataError(f"individual.protocol={protocol!r}; valid: {list(PROTOCOLS)}")
+        raise DataError(f"protocol {protocol!r}; valid: {list(PROTOCOLS)}")
     pool = list(image_set.groups[group])
     if ways > len(pool):
-        raise DataError(
-            f"individual.ways={ways} but the {group} group has {len(pool)} classes; use at most {len(pool)}"
-        )
+        raise DataError(f"ways={ways} but the {group} group has {len(pool)} classes; use at most {len(pool)}")
     if ways < 2:
-        raise DataError(f"individual.ways={ways}; a classification task needs at least 2 classes")
+        raise DataError(f"ways={ways}; a classification task needs at least 2 classes")
     if shots < 1:
-        raise DataError(f"individual.shots={shots}; it must be >= 1")
+        raise DataError(f"shots={shots}; it must be >= 1")
     train_by_class = _by_class(image_set.y_train)
     test_by_class = _by_class(image_set.y_test)
     tasks = []
@@ -88,7 +86,7 @@ def make_target_tasks(
                 what = f"{shots} shots + {queries} queries" if protocol == "episodic" else f"{shots} shots"
                 raise DataError(
                     f"{what} need {need} training images but class {image_set.class_names[c]!r} has {len(idx)}; "
-                    f"use individual.shots <= {len(idx) - (queries if protocol == 'episodic' else 0)}"
+                    f"use shots <= {len(idx) - (queries if protocol == 'episodic' else 0)}"
                 )
             perm = idx[np.random.default_rng([seed, 4, i, c]).permutation(len(idx))]
             tr.append(perm[:shots])

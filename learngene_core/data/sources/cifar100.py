@@ -39,8 +39,8 @@ def _ensure_present(root: Path, download: bool) -> Path:
         return folder
     if not download:
         raise DataError(
-            f"CIFAR-100 not found under {root} (expected {folder}/train, test, meta); set data.root to the "
-            f"folder that holds cifar-100-python/, or data.download=true to fetch it"
+            f"CIFAR-100 not found under {root} (expected {folder}/train, test, meta); give the folder "
+            f"that holds cifar-100-python/ as the root, or allow the download"
         )
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def _ensure_present(root: Path, download: bool) -> Path:
         raise DataError(
             f"CIFAR-100 is not under {root} and downloading it failed ({type(err).__name__}: {err}); "
             f"on a machine without internet copy cifar-100-python/ (or cifar-100-python.tar.gz) into {root} "
-            f"or set data.root to a folder that has it"
+            f"or give a root folder that has it"
         ) from None
     return folder
 
@@ -73,7 +73,7 @@ def load_cifar100(
             if not check_integrity(str(folder / name), md5):
                 raise DataError(
                     f"CIFAR-100 file {folder / name} fails its md5 checksum; delete {folder} and download again "
-                    f"(or set data.verify_checksum=false for a deliberately modified copy)"
+                    f"(or skip the checksum for a deliberately modified copy)"
                 )
     meta = _read_pickle(folder / CIFAR100.meta["filename"])
     class_names = list(meta[CIFAR100.meta["key"]])
