@@ -1,4 +1,9 @@
-"""Shared bits of the benchmark scripts: machine description, data, JSON output."""
+"""Shared bits of the benchmark scripts: machine description, data, JSON output.
+
+Importing this module puts the repository root on ``sys.path``, so that a script run as
+``.venv/bin/python benchmarks/<name>.py`` can import ``callbacks``, ``lightning_modules``, ``datamodules``
+and ``experiments`` (top-level folders of the checkout, not installed packages).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import datetime as dt
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "miniimagenet32.npz"
+DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "cifar100.npz"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def machine() -> dict:
@@ -31,7 +39,7 @@ def machine() -> dict:
 
 
 def image_set(npz: Path | None = None):
-    """Real mini-ImageNet 32 px where present, else scikit-learn's digits (both real images)."""
+    """Real CIFAR-100 where present, else scikit-learn's digits (both real images)."""
     from learngene_core.data.sources.digits import load_digits
     from learngene_core.data.sources.npz import load_npz
 

@@ -27,9 +27,10 @@ from experiments.methods.inherit import run_inherit  # noqa: E402
 from experiments.pipeline.context import RunContext  # noqa: E402
 from experiments.pipeline.runner import quiet_libraries  # noqa: E402
 from learngene_core.artifact import extract_learngene  # noqa: E402
-from learngene_core.backbones.vgg import BlockNet, scale_width, vgg_spec  # noqa: E402
+from learngene_core.backbones.base import BlockNet  # noqa: E402
+from learngene_core.backbones.vgg import PAPER_SCHEDULE, PAPER_WIDTHS, vgg_spec  # noqa: E402
 from learngene_core.data.target_tasks import make_target_task_grid  # noqa: E402
-from learngene_core.growth import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
+from learngene_core.growth import parse_schedule, scale_width, widen  # noqa: E402
 
 
 def main(argv=None) -> dict:

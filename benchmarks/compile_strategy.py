@@ -36,8 +36,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_machine, write_json  # noqa: E402
 
-from learngene_core.backbones.vgg import BlockNet, scale_width, vgg_spec  # noqa: E402
-from learngene_core.growth import PAPER_SCHEDULE, PAPER_WIDTHS, parse_schedule, widen  # noqa: E402
+from learngene_core.backbones.base import BlockNet  # noqa: E402
+from learngene_core.backbones.vgg import PAPER_SCHEDULE, PAPER_WIDTHS, vgg_spec  # noqa: E402
+from learngene_core.growth import parse_schedule, scale_width, widen  # noqa: E402
 
 STRATEGIES = ("eager", "reset", "recompile")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import sys
 import time
 from pathlib import Path
@@ -25,10 +26,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import image_set, machine, print_machine, write_json  # noqa: E402
 
-from learngene_core.backbones.vgg import BlockNet, scale_width, vgg_spec  # noqa: E402
+from learngene_core.backbones.base import BlockNet  # noqa: E402
+from learngene_core.backbones.vgg import PAPER_WIDTHS, vgg_spec  # noqa: E402
 from learngene_core.data.augmentation import BatchAugment  # noqa: E402
 from learngene_core.data.loaders import TensorBatchLoader  # noqa: E402
-from learngene_core.growth import PAPER_WIDTHS  # noqa: E402
+from learngene_core.growth import scale_width  # noqa: E402
 from lightning_modules.collective_module import CollectiveModule  # noqa: E402
 
 
@@ -41,7 +43,8 @@ class LossRecorder(L.Callback):
 
 
 def lightning_run(net, x, y, args) -> tuple[float, list[float]]:
-    module = CollectiveModule(net, lr=args.lr)
+    optimizer = functools.partial(torch.optim.SGD, lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    module = CollectiveModule(net, optimizer=optimizer)
     module.log = lambda *a, **k: None  # the plain loop logs nothing either
     rec = LossRecorder()
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,

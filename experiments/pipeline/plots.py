@@ -114,10 +114,11 @@ def plot_judgement(rows: list[dict], path: Path, title: str, ways: int) -> Path:
     ax1.set_title(title)
     gain = np.array([100 * r["gain"]["mean_diff"] for r in rows])
     gci = np.array([100 * (r["gain"]["ci95"] or 0) for r in rows])
+    lo, hi = np.clip(gain - gci, -100, 100), np.clip(gain + gci, -100, 100)  # a difference of accuracies
     colors = ["tab:red" if r["selected_in_seeds"] else "tab:blue" for r in rows]
-    ax2.bar(x, gain, yerr=gci, color=colors, capsize=2)
+    ax2.bar(x, gain, yerr=[gain - lo, hi - gain], color=colors, capsize=2)
     ax2.axhline(0, color="k", lw=1, label="scratch (no gain)")
-    ax2.set_ylabel("paired gain over scratch (points)")
+    ax2.set_ylabel("paired gain over scratch\n(points, 95% CI; red: selected)")
     ax2.set_xticks(x, [r["window"] for r in rows], rotation=45, ha="right", fontsize=8)
     ax2.legend(fontsize=8)
     return _save(fig, path)

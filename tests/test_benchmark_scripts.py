@@ -1,0 +1,78 @@
+"""Every Python benchmark script runs end to end at a tiny size and prints its figure line.
+
+Each script runs as a user runs it (``python benchmarks/<name>.py``, from the repository root, in a
+subprocess), so these tests also catch imports that only work under pytest's ``pythonpath``. The figures
+themselves mean nothing at this size; what is checked is that the real code path runs and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, (
+        f"{name} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout
+
+
+def test_gradient_stats_overhead_runs_the_whole_callback(tmp_path):
+    out = tmp_path / "overhead.json"
+    stdout = run_script("gradient_stats_overhead.py", "--images", "64", "--epochs", "1", "--repeats", "1",
+                        "--width-mult", "0.0625", "--grown", "--device", "cpu", "--json", str(out))  # fmt: skip
+    assert "overhead:" in stdout and "(goal <= 10 %)" in stdout
+    assert "256 probe images, 64 Fisher samples" in stdout
+    result = json.loads(out.read_text())
+    assert result["seconds"]["with"] > 0 and result["seconds"]["without"] > 0
+    assert isinstance(result["overhead"], float)
+
+
+def test_loop_overhead_matches_the_plain_loop(tmp_path):
+    out = tmp_path / "loop.json"
+    stdout = run_script("loop_overhead.py", "--images-per-class", "32", "--classes", "2", "--epochs", "1",
+                        "--repeats", "1", "--width-mult", "0.0625", "--json", str(out))  # fmt: skip
+    assert "ratio Lightning / plain:" in stdout
+    # same weights, batches and SGD (momentum 0.9, weight decay 5e-4) in both: the same losses
+    assert "per-step losses equal to 5 decimals: True" in stdout
+    assert json.loads(out.read_text())["losses_equal_5_decimals"] is True
+
+
+def test_batched_individual_runs_on_digits(tmp_path):
+    out = tmp_path / "batched.json"
+    stdout = run_script("batched_individual.py", "--tasks", "2", "--seeds", "1", "--epochs", "1",
+                        "--width-mult", "0.0625", "--npz", "/nonexistent", "--json", str(out))  # fmt: skip
+    assert "(digits)" in stdout and "3-way" in stdout
+    for variant in ("one_by_one", "batched_loop", "batched_grouped"):
+        assert f"{variant:16s}:" in stdout
+    assert "speed-up" in stdout
+    result = json.loads(out.read_text())
+    assert result["max_accuracy_difference"]["batched_loop"] == 0.0  # loop stacking is bitwise one-by-one
+
+
+@pytest.mark.slow
+def test_compile_strategy_runs(tmp_path):
+    out = tmp_path / "compile.json"
+    stdout = run_script("compile_strategy.py", "--tasks", "2", "--steps", "2", "--batch-size", "8",
+                        "--width-mult", "0.0625", "--strategies", "eager,recompile", "--json", str(out),
+                        timeout=1200)  # fmt: skip
+    assert "max |loss - eager loss|" in stdout
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"eager", "recompile"}
+    assert results["recompile"]["max_loss_diff_vs_eager"] < 1e-4
+
+
+@pytest.mark.slow
+def test_data_pipeline_runs(tmp_path):
+    out = tmp_path / "pipeline.json"
+    stdout = run_script("data_pipeline.py", "--images", "200", "--samples", "256", "--num-workers", "1",
+                        "--threads", "1", "--json", str(out))  # fmt: skip
+    assert "ratio ours / PIL:" in stdout
+    assert json.loads(out.read_text())["ratio_ours_over_pil"] > 0
