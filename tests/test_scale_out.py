@@ -61,7 +61,7 @@ def _records(run_dir: Path, expect: tuple[str, ...] = (), timeout: float = 30.0)
         time.sleep(0.5)
 
 
-def test_wandb_offline_run_holds_config_metrics_and_table(tmp_path, monkeypatch):
+def test_wandb_offline_run_holds_config_metrics_and_table(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose(
         [*TINY, "logger=wandb", "logger.wandb.mode=offline", "methods=[learngene,prototype]"], tmp_path
@@ -77,11 +77,16 @@ def test_wandb_offline_run_holds_config_metrics_and_table(tmp_path, monkeypatch)
         "learngene/window_start",
         "results",
         "plots/seed_0/gradient_heatmap",
+        "criterion/weight_change/conv1",
+        "learngene-quickstart-seed0",  # the learngene as a model artifact
     )
     records, debug = _records(run_dir, keys)
     for key in keys:
         assert key.encode() in records, key
     assert "got exitcode: 0" in debug
+    assert (
+        f"upload it with: wandb sync {run_dir}" in caplog.text
+    )  # where the offline run is, and how to send it
     assert list((run_dir / "files" / "media" / "table").glob("results_*.table.json"))
     assert list((run_dir / "files" / "media" / "images" / "plots").rglob("*.png"))
 

@@ -25,7 +25,7 @@ def route_logging_through_rich() -> None:
     log lines do not run into the progress bars; file handlers (Hydra's run log) stay."""
     root = logging.getLogger()
     for h in list(root.handlers):
-        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler | RichHandler):
+        if type(h) is logging.StreamHandler:  # Hydra's console handler (subclasses: files, test capture)
             root.removeHandler(h)
     if not any(isinstance(h, RichHandler) for h in root.handlers):
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
