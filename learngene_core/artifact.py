@@ -18,7 +18,7 @@ import torch
 
 from learngene_core.backbones.base import BlockNet, BlockSpec, load_state_checked, make_block
 from learngene_core.errors import CheckpointError
-from learngene_core.utils.io import atomic_torch_save
+from learngene_core.utils.io import atomic_torch_save, read_torch
 
 FORMAT = "learngene-suite/learngene"
 VERSION = 2
@@ -137,17 +137,12 @@ def load_learngene(
 ) -> Learngene:
     """Load and check a learngene; ``input_size`` / ``image_channels``: what the individual model will use."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"learngene file not found: {path}; run the learngene stage (stage=[collective,learngene]) or "
-            f"point from_run at a finished run directory"
-        )
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path} is not a readable learngene file ({type(err).__name__}: {err})"
-        ) from None
+    d = read_torch(
+        path,
+        missing="the learngene file was not found: run the learngene stage (stage=[collective,learngene]) or "
+        "point from_run at a finished run directory",
+        damaged="it is not a readable learngene file: rerun the learngene stage",
+    )
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a learngene of this suite (format tag {d.get('format') if isinstance(d, dict) else None!r}, expected {FORMAT!r})"

@@ -91,21 +91,28 @@ class EWC:
 
 def fisher_diagonal(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], max_samples: int = 512,
                     mode: str = "empirical", chunk: int = 32, generator: torch.Generator | None = None,
-                    classes: int | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+                    classes: int | None = None, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Mean over samples of the squared per-sample gradient of the log-likelihood (eval mode).
 
     ``empirical``: at the true label. ``sampled``: at a label drawn from the model's softmax (the
-    true Fisher's Monte-Carlo estimate).
+    true Fisher's Monte-Carlo estimate). ``names``: only these parameters (the others are held fixed and
+    get no per-sample gradients, which saves memory); default every trainable parameter.
     """
     if mode not in FISHER_MODES:
         raise ValueError(f"Fisher mode {mode!r}; valid: {list(FISHER_MODES)}")
     was_training = net.training
     net.eval()
-    params = {n: p.detach() for n, p in net.named_parameters() if p.requires_grad}
+    wanted = set(names) if names is not None else None
+    params = {
+        n: p.detach()
+        for n, p in net.named_parameters()
+        if p.requires_grad and (wanted is None or n in wanted)
+    }
+    fixed = {n: p.detach() for n, p in net.named_parameters() if n not in params}
     buffers = {n: b.detach() for n, b in net.named_buffers()}
 
     def nll(p, x, y):
-        out = functional_call(net, (p, buffers), (x[None],))[:, :classes]
+        out = functional_call(net, ({**fixed, **p}, buffers), (x[None],))[:, :classes]
         return torch.nn.functional.cross_entropy(out, y[None])
 
     per_sample = vmap(grad(nll), in_dims=(None, 0, 0))

@@ -16,10 +16,9 @@ from datamodules.episodes import EpisodesDataModule
 from experiments.pipeline.context import RunContext
 from learngene_core.backbones.base import BlockNet, load_state_checked
 from learngene_core.data.target_tasks import make_episodes
-from learngene_core.errors import CheckpointError
 from learngene_core.metrics.convergence import convergence
 from learngene_core.utils import dist
-from learngene_core.utils.io import atomic_torch_save, atomic_write_json
+from learngene_core.utils.io import atomic_torch_save, atomic_write_json, read_torch
 from learngene_core.utils.seeding import derive_seed
 
 
@@ -65,12 +64,8 @@ def cached_state(path) -> dict | None:
     """The cached meta-trained state, or None when absent; a damaged file is an error naming it."""
     if not path.exists():
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path} (meta-trained weights) is damaged ({type(err).__name__}); delete it and rerun: it is retrained"
-        ) from None
+    return read_torch(path, missing="", damaged="these meta-trained weights are unusable: delete the file and rerun "
+                      "(they are retrained)")  # fmt: skip
 
 
 def episodes_datamodule(ctx: RunContext, name: str, n: int, ways: int, shots: int, queries: int,

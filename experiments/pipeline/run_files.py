@@ -20,12 +20,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from learngene_core.backbones.base import BlockNet, build_net, load_state_checked
 from learngene_core.errors import CheckpointError
 from learngene_core.ewc import EWC
-from learngene_core.utils.io import atomic_torch_save, atomic_write_json
+from learngene_core.utils.io import atomic_torch_save, atomic_write_json, read_torch
 
 MANIFEST_FORMAT = "learngene-suite/collective-manifest"
 MANIFEST_VERSION = 2
@@ -121,18 +119,13 @@ def save_checkpoint(path: Path, t: int, net: BlockNet, ewc: EWC | None, order: l
 
 def load_checkpoint(path: Path, expect_task: int | None = None) -> tuple[BlockNet, dict]:
     """Rebuild the network a checkpoint was written by and load its weights (shape-checked)."""
-    if not path.is_file():
-        raise CheckpointError(
-            f"collective checkpoint {path} is missing; the run directory is incomplete (never falling back to a "
-            f"random network). Re-run stage 1 or point from_run at a complete run"
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); it is damaged or cut off: delete it "
-            f"and rerun the collective stage (it resumes from the task before)"
-        ) from None
+    ckpt = read_torch(
+        path,
+        missing="this collective checkpoint is missing, so the run directory is incomplete (never falling back to a "
+        "random network): rerun stage 1 or point from_run at a complete run",
+        damaged="it is not a readable checkpoint: delete it and rerun the collective stage (it resumes from the task "
+        "before)",
+    )
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a collective checkpoint of this suite")
     if expect_task is not None and ckpt.get("task") != expect_task:

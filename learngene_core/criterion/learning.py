@@ -24,9 +24,9 @@ from functools import cached_property
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
 from learngene_core.criterion.registry import register_statistic
+from learngene_core.ewc import fisher_diagonal
 
 
 def block_weights(net) -> list[list[torch.Tensor]]:
@@ -80,45 +80,12 @@ def fisher_of_blocks(
 ) -> list[torch.Tensor]:  # fmt: skip
     """Per block: the diagonal Fisher (mean squared per-sample log-likelihood gradient at the true label,
     eval mode) of its watched weights, flattened; only those weights get per-sample gradients."""
-    was_training = net.training
-    net.eval()
-    names = [
-        n for b_i, b in enumerate(net.blocks) for n in (f"blocks.{b_i}.{k}" for k in type(b).criterion_keys)
-    ]
+    keys = [[f"blocks.{i}.{k}" for k in type(b).criterion_keys] for i, b in enumerate(net.blocks)]
+    fisher = fisher_diagonal(net, batches, max_samples, "empirical", chunk, classes=classes,
+                             names=[n for block in keys for n in block])  # fmt: skip
     params = dict(net.named_parameters())
-    watched = {n: params[n].detach() for n in names}
-    rest = {n: p.detach() for n, p in params.items() if n not in watched}
-    buffers = {n: b.detach() for n, b in net.named_buffers()}
-
-    def nll(w, x, y):
-        out = functional_call(net, ({**rest, **w}, buffers), (x[None],))[:, :classes]
-        return nn.functional.cross_entropy(out, y[None])
-
-    per_sample = vmap(grad(nll), in_dims=(None, 0, 0))
-    total = {n: torch.zeros_like(p) for n, p in watched.items()}
-    seen = 0
-    device = next(iter(watched.values())).device
-    with torch.enable_grad():
-        for x, y in batches:
-            for xs, ys in zip(x.split(chunk), y.split(chunk)):
-                if seen >= max_samples:
-                    break
-                xs, ys = xs[: max_samples - seen].to(device), ys[: max_samples - seen].to(device)
-                g = per_sample(watched, xs, ys)
-                for n in total:
-                    total[n] += (g[n].float() ** 2).sum(0)
-                seen += len(xs)
-            if seen >= max_samples:
-                break
-    net.train(was_training)
-    if seen == 0:
-        raise ValueError("no samples to estimate the Fisher information from")
-    out = []
-    for b_i, b in enumerate(net.blocks):
-        out.append(
-            torch.cat([(total[f"blocks.{b_i}.{k}"] / seen).reshape(-1).cpu() for k in type(b).criterion_keys])
-        )
-    return out
+    zero = lambda n: torch.zeros_like(params[n])  # noqa: E731 -- a frozen weight: no gradient, no information
+    return [torch.cat([fisher.get(n, zero(n)).float().reshape(-1).cpu() for n in block]) for block in keys]
 
 
 class TaskProbe:

@@ -70,6 +70,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return _atomic(path, lambda f: torch.save(obj, f))
 
 
+def read_torch(path: str | Path, missing: str, damaged: str) -> Any:
+    """``torch.load`` (CPU, weights only) of a file this suite wrote; a missing or unreadable file is a
+    :class:`~learngene_core.errors.CheckpointError` naming it, followed by ``missing`` / ``damaged`` (what to do)."""
+    from learngene_core.errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; {missing}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is damaged or cut off ({type(err).__name__}: {err}); {damaged}"
+        ) from None
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
