@@ -102,8 +102,11 @@ class SequentialTasksDataModule(L.LightningDataModule):
         """``batch_size`` is the global batch: each of ``world`` processes takes batch_size / world, so the
         number of optimizer steps per epoch and the effective batch do not change with the device count."""
         if self.batch_size % world:
-            raise ValueError(
-                f"batch size {self.batch_size} is not divisible by the {world} processes; use a multiple of {world}"
+            from learngene_core.errors import ConfigError
+
+            raise ConfigError(
+                f"collective.batch_size={self.batch_size} is the global batch but is not divisible by the {world} "
+                f"processes; use a multiple of {world}"
             )
         return self.batch_size // world
 

@@ -203,3 +203,52 @@ def test_paths_output_dir_is_where_the_run_writes(tmp_path):
     bad = run_cli(f"paths.output_dir={out}", "collective.epochs=0")
     assert bad.returncode == 2
     assert (out / ".hydra" / "config.yaml").is_file()  # Hydra's own files follow paths.output_dir too
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["collective.mode=joint", "collective.open_world_enters_at=2"],
+            r"collective.open_world_enters_at=2: the joint",
+        ),
+        (["trainer.devices=2", "collective.batch_size=63"], r"collective.batch_size=63: is the global batch"),
+        (["trainer.precision=8"], r"trainer.precision='8'"),
+        (
+            ["model.growth.schedule=[[13,8],{op:deepen,after:12}]"],
+            r"model.growth.schedule\[0\]=\[13, 8\]: .*0..12",
+        ),
+    ],
+)
+def test_more_combinations_that_are_refused(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose(overrides, tmp_path))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [
+            "collective.mode=joint",
+            "collective.replacement=false",
+        ],  # replacement does not apply to joint phases
+        [
+            "model.growth.schedule=[{op:deepen,after:12},[13,8]]"
+        ],  # a block that exists once the schedule deepened
+        ["trainer.precision=32"],
+        ["trainer.precision=bf16"],
+        ["model=resnet12", "criterion.k=2"],
+    ],
+)
+def test_valid_combinations_are_accepted(overrides, tmp_path):
+    check_config(compose(overrides, tmp_path))
+
+
+def test_resnet12_grows_to_the_standard_widths(tmp_path):
+    from learngene_core.growth import parse_schedule
+
+    cfg = compose(["model=resnet12", "budget.width_mult=1.0"], tmp_path)
+    widths = list(cfg.model.net.widths)
+    for e in parse_schedule(cfg.model.growth.schedule):
+        widths[e["block"]] += e["units"]
+    assert widths == [64, 160, 320, 640]

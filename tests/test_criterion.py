@@ -247,6 +247,10 @@ def test_a_torn_last_line_is_dropped_and_other_damage_named(tmp_path, caplog):
     assert "torn last line" in caplog.text
     truncate_rows(csv, 5)
     assert csv.read_text().endswith("\n") and len(read_rows(csv)) == 2
+    for empty in ("", "task,ep"):  # killed before or while writing the header: nothing recorded yet
+        csv.write_text(empty)
+        assert read_rows(csv) == []
+        truncate_rows(csv, 0)
     csv.write_text("garbage\n")
     with pytest.raises(CheckpointError, match="gradient_stats.csv"):
         read_rows(csv)

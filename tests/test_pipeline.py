@@ -118,7 +118,8 @@ def test_two_collective_seeds_give_two_learngenes_and_pair_over_both(tmp_path):
     b = torch.load(tmp_path / "learngene/seed_1/learngene.pt", weights_only=True)["state"][0]
     assert not torch.equal(a["conv.weight"], b["conv.weight"])
     rows = {r["method"]: r for r in result["tables"]["5"]}
-    assert rows["learngene"]["n"] == rows["scratch"]["n"] == rows["learngene"]["paired"]["n"] == 4
+    assert rows["learngene"]["n"] == rows["learngene"]["paired"]["n"] == 4  # 2 collective seeds x 2 tasks
+    assert rows["scratch"]["n"] == 2  # scratch's own 2 results, not counted once per collective seed
     raw = json.loads((tmp_path / "individual/results_raw.json").read_text())["entries"]
     # scratch does not depend on stage 1: one computation serves both collective seeds
     assert raw["scratch@5/seed0"]["computation"] == raw["scratch@5/seed1"]["computation"]
@@ -317,3 +318,33 @@ def test_budget_scaling_multirun_and_its_comparison(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare.py"), str(tmp_path / "nothing")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_the_report_shows_this_configuration_only_and_trainer_numerics_key_the_results(
+    finished_run, tmp_path
+):
+    base = [*TINY, "stage=[learngene,individual,report]", f"from_run={finished_run}"]
+    run_pipeline(compose([*base, "methods=[learngene,scratch]"], tmp_path), tmp_path)
+    only = run_pipeline(compose([*base, "methods=[learngene]"], tmp_path), tmp_path)
+    assert [r["method"] for r in only["tables"]["5"]] == ["learngene"]  # scratch's earlier entry is not shown
+    assert only["tables"]["5"][0]["paired"] is None  # nothing to pair with in this configuration
+    raw = json.loads((tmp_path / "individual/results_raw.json").read_text())
+    n = len(raw["computations"])
+    run_pipeline(
+        compose([*base, "methods=[learngene]", "+trainer.gradient_clip_val=0.01"], tmp_path), tmp_path
+    )
+    raw = json.loads((tmp_path / "individual/results_raw.json").read_text())
+    assert (
+        len(raw["computations"]) == n + 1
+    )  # clipping changes the numbers: a new computation, not the cached one
+
+
+def test_without_a_probe_set_the_representation_statistic_is_not_recorded(tmp_path):
+    run_pipeline(
+        compose([*TINY, "stage=[collective,learngene]", "criterion.probe_images=0"], tmp_path), tmp_path
+    )
+    stats = {r["statistic"] for r in read_rows(tmp_path / C0 / "gradient_stats.csv")}
+    assert "cka_drift" not in stats and "weight_change" in stats
+    with pytest.raises(CheckpointError, match="criterion.statistic='cka_drift' was not recorded"):
+        run_pipeline(compose([*TINY, "stage=[learngene]", f"from_run={tmp_path}", "criterion.statistic=cka_drift",
+                              "criterion.probe_images=0"], tmp_path / "b"), tmp_path / "b")  # fmt: skip

@@ -355,5 +355,7 @@ def test_the_collective_batch_is_global_under_data_parallelism(image_set):
     x0, x1 = next(iter(r0))[0], next(iter(r1))[0]
     assert len(x0) + len(x1) == 16
     dm.batch_size = 15
-    with pytest.raises(ValueError, match="not divisible by the 2 processes"):
+    with pytest.raises(
+        ConfigError, match="collective.batch_size=15 is the global batch but is not divisible by the 2"
+    ):
         dm.train_dataloader()

@@ -22,7 +22,8 @@ from learngene_core.data.target_tasks import PROTOCOLS
 from learngene_core.errors import ConfigError
 from learngene_core.individual import LOWER_POOLS
 
-PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+PRECISIONS = ("64-true", "64", "32-true", "32", "16-true", "16-mixed", "16", "bf16-true", "bf16-mixed", "bf16",
+              "transformer-engine", "transformer-engine-float16")  # fmt: skip
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 MODES = ("continual", "joint")
 
@@ -163,7 +164,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "individual.task_batch": int_range(1, none_ok=True),
     "individual.stacking": one_of(("auto", "loop", "grouped")),
     "trainer.accelerator": one_of(ACCELERATORS),
-    "trainer.precision": one_of(PRECISIONS),
+    "trainer.precision": lambda key, v: one_of(PRECISIONS)(key, str(v)),
     "trainer.num_nodes": int_range(1),
     "trainer.sync_batchnorm": is_bool,
     "compute.channels_last": is_bool,
@@ -233,24 +234,34 @@ def probe_network(cfg: DictConfig):
 
 def check_model(cfg: DictConfig) -> None:
     net = probe_network(cfg)
-    n = len(net.blocks)
+    n = len(net.blocks) + sum(  # blocks after growth (deepening inserts blocks)
+        1
+        for e in (_get(cfg, "model.growth.schedule") or [])
+        if isinstance(e, DictConfig | dict) and e.get("op") == "deepen"
+    )
     k = _get(cfg, "criterion.k")
     if k > n:
         _fail("criterion.k", k, f"must be at most the number of blocks of model.net ({n})")
     window = _get(cfg, "criterion.window")
     if window is not None and window > n - k:
         _fail("criterion.window", window, f"a window of k={k} blocks starts at 0..{n - k}")
+    blocks = len(
+        net.blocks
+    )  # as the schedule unfolds: a deepening entry adds a block for the entries after it
     for i, entry in enumerate(_get(cfg, "model.growth.schedule") or []):
         e = OmegaConf.to_container(entry) if isinstance(entry, DictConfig | ListConfig) else entry
         if isinstance(e, dict):
-            ok = e.get("op") == "deepen" and isinstance(e.get("after"), int) and 0 <= e["after"] < n
+            ok = e.get("op") == "deepen" and isinstance(e.get("after"), int) and 0 <= e["after"] < blocks
             ok = ok and net.kind == "vgg"
+            blocks += int(ok)
         else:
-            ok = isinstance(e, list) and len(e) == 2 and 0 <= int(e[0]) < n and int(e[1]) >= 1
+            ok = isinstance(e, list) and len(e) == 2 and 0 <= int(e[0]) < blocks and int(e[1]) >= 1
         if not ok:
             deepen = " or {op: deepen, after: i}" if net.kind == "vgg" else " (this backbone cannot deepen)"
             _fail(
-                f"model.growth.schedule[{i}]", e, f"entries are [block index 0..{n - 1}, units >= 1]{deepen}"
+                f"model.growth.schedule[{i}]",
+                e,
+                f"entries are [block index 0..{blocks - 1}, units >= 1]{deepen}",
             )
 
 
@@ -288,6 +299,10 @@ def check_config(cfg: DictConfig) -> None:
         _fail(
             "collective.labels", "relative", "the joint ancestor learns all base classes at once: use global"
         )
+    enters = _get(cfg, "collective.open_world_enters_at")
+    if _get(cfg, "collective.mode") == "joint" and enters is not None:
+        _fail("collective.open_world_enters_at", enters,
+              "the joint ancestor trains on the base classes only; use null with collective.mode=joint")  # fmt: skip
     wandb = OmegaConf.select(cfg, "logger.wandb")
     if wandb is not None:
         one_of(("online", "offline", "disabled"))("logger.wandb.mode", _get(cfg, "logger.wandb.mode"))
@@ -321,11 +336,7 @@ def check_config(cfg: DictConfig) -> None:
         _fail("callbacks", list((_get(cfg, "callbacks") or {}).keys()),
               "the learngene stage reads the criterion statistics: keep callbacks.criterion_stats")  # fmt: skip
     world = int(_get(cfg, "trainer.num_nodes")) * _devices(_get(cfg, "trainer.devices"))
-    if (
-        "ddp" in str(_get(cfg, "trainer.strategy"))
-        and world > 1
-        and _get(cfg, "collective.batch_size") % world
-    ):
+    if world > 1 and _get(cfg, "collective.batch_size") % world:
         b = _get(cfg, "collective.batch_size")
         _fail("collective.batch_size", b, f"is the global batch, split over {world} processes: use a multiple of {world} "
               f"(e.g. {b - b % world or world})")  # fmt: skip

@@ -29,8 +29,12 @@ from learngene_core.utils import dist
 from learngene_core.utils.io import atomic_write_json
 
 log = logging.getLogger("learngene")
-# individual.* keys that do not change the numbers (how tasks are grouped for training, where caches live)
-NOT_RESULT_KEYS = ("batched", "task_batch", "stacking", "cache_dir", "module")
+# individual.* keys that do not change the numbers (how tasks are grouped for training, where caches live; the
+# shot count is part of every key on its own, so runs with other shot lists share their common computations)
+NOT_RESULT_KEYS = ("batched", "task_batch", "stacking", "cache_dir", "shots")
+# trainer.* keys that do not change stage 3's numbers (stage 3 trains on one device per process)
+TRAINER_NOT_RESULT_KEYS = ("devices", "num_nodes", "strategy", "sync_batchnorm", "enable_progress_bar",
+                           "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps")  # fmt: skip
 
 
 def target_tasks(ctx: RunContext, shots: int):
@@ -47,13 +51,19 @@ def target_tasks(ctx: RunContext, shots: int):
 
 
 def shared_settings(ctx: RunContext) -> dict:
-    """The stage-3 settings every computation depends on."""
-    icfg = OmegaConf.to_container(ctx.cfg.individual, resolve=True)
+    """The stage-3 settings every computation depends on: the individual training, the data, the Trainer's
+    numerics (precision, clipping, accumulation, determinism) and the speed options that change rounding."""
+    cfg = ctx.cfg
+    icfg = OmegaConf.to_container(cfg.individual, resolve=True)
     for key in NOT_RESULT_KEYS:
         icfg.pop(key, None)
-    data = OmegaConf.to_container(ctx.cfg.data, resolve=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
     data.pop("on_device", None)
-    return {"individual": icfg, "data": data, "width_mult": ctx.cfg.model.width_mult}
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in TRAINER_NOT_RESULT_KEYS:
+        trainer.pop(key, None)
+    return {"individual": icfg, "data": data, "width_mult": cfg.model.width_mult, "trainer": trainer,
+            "compute": OmegaConf.to_container(cfg.compute, resolve=True)}  # fmt: skip
 
 
 def computation_key(identity: dict, shots: int, settings: dict) -> str:
@@ -74,13 +84,17 @@ class ComputationCache:
         self.raw, self.shared = raw, shared
 
     def get(self, key: str) -> dict | None:
+        """A finished computation; under data parallelism rank 0 looks it up and every rank gets its answer, so
+        that no rank skips a computation the others run (their result gathering would fall out of step)."""
         if key in self.raw["computations"]:
             return self.raw["computations"][key]
-        if self.shared is not None and (self.shared / f"{key}.json").exists():
+        comp = None
+        if dist.is_rank_zero() and self.shared is not None and (self.shared / f"{key}.json").exists():
             comp = run_files.read_json_file(self.shared / f"{key}.json", "shared stage-3 result")
+        comp = dist.broadcast_object(comp)
+        if comp is not None:
             self.raw["computations"][key] = comp
-            return comp
-        return None
+        return comp
 
     def put(self, key: str, comp: dict) -> None:
         self.raw["computations"][key] = comp

@@ -10,6 +10,7 @@ correlation between its scores and the gains and by the gain of the window it pi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,15 @@ from learngene_core.utils import dist
 from learngene_core.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("learngene")
-CI_TEXT = "95% Student-t interval over collective seeds x target tasks x seeds: t(0.975, n-1) * sd / sqrt(n)"
+CI_TEXT = (
+    "95% Student-t interval t(0.975, n-1) * sd / sqrt(n) over the method's distinct results: collective seeds x "
+    "target tasks x seeds for methods that depend on the ancestor, target tasks x seeds for those that do not "
+    "(scratch, the meta-learners). The target tasks are the same for every collective seed, so this interval "
+    "treats task difficulty as independent across collective seeds; the paired difference removes it"
+)
 PAIRED_TEXT = (
     "paired: method minus scratch on the same (collective seed, seed, task); mean, 95% Student-t interval of the "
-    "differences, two-sided Wilcoxon signed-rank p"
+    "differences, two-sided Wilcoxon signed-rank p. Pairing removes each task's own difficulty"
 )
 
 
@@ -38,24 +44,46 @@ def label(method: str) -> str:
         return method
 
 
-def _accs(raw: dict, entry: dict) -> dict[tuple[int, int, int], float]:
-    """(collective seed, seed, task) -> accuracy of one entry."""
-    comp = raw["computations"].get(entry["computation"])
-    if comp is None:
-        raise CheckpointError(
-            f"stage-3 results: entry of {entry['method']} points at computation {entry['computation']} which is "
-            f"missing; the results file is damaged: move individual/results_raw.json away and rerun stage 3"
-        )
-    return {(entry["collective_seed"], t["seed"], t["task"]): t["acc"] for t in comp["tasks"]}
+@dataclass
+class Gathered:
+    """The results of some entries: keyed for pairing, and once per distinct computation for summaries."""
+
+    by_task: dict = field(default_factory=dict)  # (collective seed, seed, task) -> accuracy, for pairing
+    unique: dict = field(default_factory=dict)  # (computation, seed, task) -> accuracy, each result once
+    info: dict = field(default_factory=dict)
+    times: list[float] = field(default_factory=list)
 
 
-def _summary(accs: dict, info: dict, times: list[float]) -> dict:
-    keys = sorted(accs)
-    vals = [accs[k] for k in keys]
+def gather_entries(raw: dict, entries: list[dict]) -> Gathered:
+    """A computation shared by several collective seeds (scratch, the meta-learners) appears once in the summary
+    (its n and interval are those of its own tasks), and once per collective seed for the paired differences."""
+    g = Gathered()
+    for e in entries:
+        comp = raw["computations"].get(e["computation"])
+        if comp is None:
+            raise CheckpointError(
+                f"stage-3 results: entry of {e['method']} points at computation {e['computation']} which is "
+                f"missing; the results file is damaged: move individual/results_raw.json away and rerun stage 3"
+            )
+        fresh = not any(k[0] == e["computation"] for k in g.unique)
+        for t in comp["tasks"]:
+            g.by_task[(e["collective_seed"], t["seed"], t["task"])] = t["acc"]
+            g.unique[(e["computation"], t["seed"], t["task"])] = t["acc"]
+            if fresh:
+                g.times.append(t["train_time_s"])
+        g.info = g.info or dict(comp["info"])
+        for k in ("meta_train_time_s", "converged", "convergence"):
+            if k in comp["info"]:
+                g.info[k] = comp["info"][k]
+    return g
+
+
+def _summary(g: Gathered) -> dict:
+    vals = [g.unique[k] for k in sorted(g.unique)]
     mean, ci = mean_ci95(vals)
     return {"mean": mean, "ci95": ci, "n": len(vals), "accuracies": vals,
-            "parameters": info.get("parameters"), "inherited_parameters": info.get("inherited_parameters"),
-            "train_time_s": sum(times) / len(times) if times else None}  # fmt: skip
+            "parameters": g.info.get("parameters"), "inherited_parameters": g.info.get("inherited_parameters"),
+            "train_time_s": sum(g.times) / len(g.times) if g.times else None}  # fmt: skip
 
 
 def _paired(accs: dict, ref: dict | None) -> dict | None:
@@ -67,34 +95,20 @@ def _paired(accs: dict, ref: dict | None) -> dict | None:
     return {"vs": "scratch", **paired_difference([accs[k] for k in common], [ref[k] for k in common])}
 
 
-def _gather(raw: dict, entries: list[dict]) -> tuple[dict, dict, list[float], dict]:
-    accs, times, info = {}, [], {}
-    for e in entries:
-        accs |= _accs(raw, e)
-        comp = raw["computations"][e["computation"]]
-        times += [t["train_time_s"] for t in comp["tasks"]]
-        info = info or comp["info"]
-        info = {
-            **info,
-            **{k: comp["info"][k] for k in ("meta_train_time_s", "converged") if k in comp["info"]},
-        }
-    return accs, info, times, {}
-
-
 def method_rows(raw: dict, entries: list[dict], methods: list[str]) -> list[dict]:
     by_method: dict[str, list[dict]] = {}
     for e in entries:
         if e["method"] != "judgement":
             by_method.setdefault(e["method"], []).append(e)
-    scratch = _gather(raw, by_method["scratch"])[0] if "scratch" in by_method else None
+    scratch = gather_entries(raw, by_method["scratch"]).by_task if "scratch" in by_method else None
     rows = []
     for m in [m for m in methods if m in by_method] + [m for m in by_method if m not in methods]:
-        accs, info, times, _ = _gather(raw, by_method[m])
-        row = {"method": m, "label": label(m), **_summary(accs, info, times),
-               "paired": _paired(accs, scratch) if m != "scratch" else _paired(accs, accs)}  # fmt: skip
+        g = gather_entries(raw, by_method[m])
+        row = {"method": m, "label": label(m), **_summary(g),
+               "paired": _paired(g.by_task, scratch) if m != "scratch" else _paired(g.by_task, g.by_task)}  # fmt: skip
         for k in ("meta_train_time_s", "converged", "convergence", "first_order"):
-            if k in info:
-                row[k] = info[k]
+            if k in g.info:
+                row[k] = g.info[k]
         rows.append(row)
     return rows
 
@@ -112,8 +126,9 @@ def judgement_table(raw: dict, entries: list[dict], lg_infos: dict[int, dict]) -
     rows = []
     gains_by_seed: dict[str, dict[int, float]] = {}
     for name, w in sorted(windows.items(), key=lambda kv: kv[1]["start"]):
-        inh, inh_info, inh_t, _ = _gather(raw, arms[name].get("inherit", []))
-        scr, scr_info, scr_t, _ = _gather(raw, arms[name].get("scratch", []))
+        gi = gather_entries(raw, arms[name].get("inherit", []))
+        gs = gather_entries(raw, arms[name].get("scratch", []))
+        inh, scr = gi.by_task, gs.by_task
         gain = _paired(inh, scr) if inh and scr else None
         per_seed = {}
         for cs in sorted({k[0] for k in inh}):
@@ -126,9 +141,9 @@ def judgement_table(raw: dict, entries: list[dict], lg_infos: dict[int, dict]) -
         }
         rows.append({
             "window": name, "start": w["start"], "blocks": w["blocks"], "selected_in_seeds": sorted(selected),
-            "parameters": inh_info.get("parameters"), "inherited_parameters": inh_info.get("inherited_parameters"),
-            "inherit": _summary(inh, inh_info, inh_t) if inh else None,
-            "scratch": _summary(scr, scr_info, scr_t) if scr else None,
+            "parameters": gi.info.get("parameters"), "inherited_parameters": gi.info.get("inherited_parameters"),
+            "inherit": _summary(gi) if inh else None,
+            "scratch": _summary(gs) if scr else None,
             "gain": gain,
             "scores": window_scores(lg_infos, w["start"]),
         })  # fmt: skip
@@ -210,7 +225,12 @@ def build_results(ctx: RunContext) -> dict:
             f"run stage=[individual,report] with from_run={cfg.from_run}"
         )
     raw = run_files.read_raw_results(raw_path)
-    entries = list(raw["entries"].values())
+    # only this configuration's plan: entries of other methods, shot counts or collective seeds that an earlier
+    # invocation left in the same file are not this run's results
+    plan_methods, plan_shots = set(cfg.methods), {int(x) for x in cfg.individual.shots}
+    plan_seeds = set(ctx.collective_seeds)
+    entries = [e for e in raw["entries"].values()
+               if e["method"] in plan_methods and e["shots"] in plan_shots and e["collective_seed"] in plan_seeds]  # fmt: skip
     seeds = sorted({e["collective_seed"] for e in entries})
     lg_infos = {}
     for cs in seeds:

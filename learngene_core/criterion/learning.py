@@ -145,8 +145,8 @@ def weight_change(probe: TaskProbe) -> list[float]:
 
 @register_statistic("cka_drift", "task", "1 - linear CKA of the block's probe-set outputs, task start vs end")
 def cka_drift(probe: TaskProbe) -> list[float]:
-    if probe.start_grams is None:
-        raise ValueError("cka_drift needs a probe set")
+    if probe.start_grams is None:  # no probe set (criterion.probe_images=0): not recorded
+        return []
     return [1.0 - linear_cka(a, b) for a, b in zip(probe.start_grams, probe.end_grams)]
 
 

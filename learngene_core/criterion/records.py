@@ -54,6 +54,9 @@ def read_rows(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     text = path.read_text()
+    header = ",".join(CSV_FIELDS)
+    if not text.strip() or (not text.endswith("\n") and header.startswith(text)):
+        return []  # killed before (or while) writing the header: nothing was recorded
     lines = text.split("\n")
     torn = not text.endswith("\n") and lines[-1] != ""
     if torn:

@@ -16,7 +16,7 @@ from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_
 from learngene_core.utils.seeding import derive_seed
 
 # keys of the collective node that do not change stage 1's results (a resumed run may differ in them)
-NOT_RESULT_KEYS = ("keep_checkpoints", "eval_batch_size", "seeds", "module")
+NOT_RESULT_KEYS = ("keep_checkpoints", "eval_batch_size", "seeds")
 
 
 def fingerprint(cfg, seed: int) -> dict:
@@ -27,6 +27,15 @@ def fingerprint(cfg, seed: int) -> dict:
     keep["data"].pop("on_device", None)
     keep["seed"] = seed
     keep["criterion"] = {k: cfg.criterion[k] for k in ("tau", "probe_images", "fisher_samples")}
+    from experiments.pipeline.individual_stage import TRAINER_NOT_RESULT_KEYS
+
+    trainer = OmegaConf.to_container(
+        cfg.trainer, resolve=True
+    )  # the numerics; not the device count (a requeue
+    for k in TRAINER_NOT_RESULT_KEYS:  # on other nodes resumes)
+        trainer.pop(k, None)
+    keep["trainer"] = trainer
+    keep["compute"] = OmegaConf.to_container(cfg.compute, resolve=True)
     keep["gradient_every_n_steps"] = OmegaConf.select(cfg, "callbacks.criterion_stats.every_n_steps")
     digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"digest": digest, "config": keep}
@@ -35,11 +44,12 @@ def fingerprint(cfg, seed: int) -> dict:
 def make_stream(cfg, image_set: ImageSet, seed: int) -> list[StreamTask]:
     """The continual task stream; in ``joint`` mode, the joint phases with the same number of sample-steps."""
     c = cfg.collective
+    joint = c.mode == "joint"
     stream = make_task_stream(
-        image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, c.replacement,
+        image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, c.replacement or joint,
         open_world=image_set.groups["open_world"], open_world_enters_at=c.open_world_enters_at,
     )  # fmt: skip
-    if c.mode != "joint":
+    if not joint:
         return stream
     dm = SequentialTasksDataModule(
         image_set, stream, train_per_class=c.train_per_class, seed=seed, on_device=False
