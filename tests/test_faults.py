@@ -50,7 +50,7 @@ def write_npz(path: Path, classes: int = 12, train: int = 24, test: int = 8, siz
     xtr, ytr = images(train)
     xte, yte = images(test)
     split = np.zeros(classes, dtype=np.int8)  # 0 base, 1 open world, 2 novel
-    split[-4:], split[-6:-4] = 2, 1
+    split[-4:], split[-6:-4] = 2, 1  # novel: the last 4, open world: the 2 before
     np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte, class_names=np.array([f"c{i}" for i in range(classes)]),
              split=split)  # fmt: skip
     return path
@@ -325,3 +325,17 @@ def test_csv_logs_rise_across_tasks_and_carry_the_criterion(tmp_path):
 def test_tensorboard_logger(tmp_path):
     run_pipeline(compose([*TINY, "logger=tensorboard", "stage=[collective]"], tmp_path), tmp_path)
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("channels", "size"), [(None, 32), (3, 84)], ids=["grayscale", "84px"])
+def test_the_documented_command_runs_the_quickstart_budget_on_a_new_npz(channels, size, tmp_path):
+    """docs/data.md: `python experiments/run.py data=npz data.path=FILE [data.image_size=84]` on a data set the
+    suite has never seen (20 classes: 14 base, 2 open-world, 4 novel... with ways and classes per task that fit)."""
+    npz = write_npz(tmp_path / "new.npz", classes=20, train=40, test=10, size=size, channels=channels)
+    args = ["data=npz", f"data.path={npz}", f"data.image_size={size}", "individual.ways=4", "logger=none",
+            f"paths.output_dir={tmp_path / 'run'}"]  # fmt: skip
+    out = cli(*args, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {r["method"] for r in res["tables"]["10"]} >= {"learngene", "scratch", "protonet", "maml"}
