@@ -58,7 +58,6 @@ class CriterionStatsCallback(L.Callback):
         self._count = 0
         self._names: list[tuple[str, str]] = []
         self.rank_disagreement = 0.0  # max relative gap between a rank's epoch means and the cross-rank mean
-        self.logged: dict[str, float] = {}
 
     # -- task statistics ----------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -44,17 +44,6 @@ def raw_results_path(root: Path) -> Path:
     return Path(root) / "individual" / "results_raw.json"
 
 
-def collective_seeds_in(root: Path) -> list[int]:
-    """The collective seeds that have a manifest under ``root``."""
-    out = []
-    for p in sorted((Path(root) / "collective").glob("seed_*/manifest.json")):
-        try:
-            out.append(int(p.parent.name.removeprefix("seed_")))
-        except ValueError:
-            continue
-    return sorted(out)
-
-
 # -- JSON -------------------------------------------------------------------------------------------
 def read_json_file(path: Path, what: str, expect: type = dict) -> dict | list:
     """Read a JSON file this suite wrote; damage (garbage, cut-off JSON, wrong type) is a one-line error."""

@@ -103,14 +103,14 @@ class TaskProbe:
         self.classes = classes
         self.start_weights: list[list[torch.Tensor]] = []
         self.start_grams: list[torch.Tensor] | None = None
-        self._ended = False
 
     def begin(self) -> None:
         self.start_weights = block_weights(self.net)
         self.start_grams = block_grams(self.net, self.probe_x) if self.probe_x is not None else None
 
     def end(self) -> None:
-        self._ended = True
+        """Snapshot the end of the task (the Fisher estimate is computed only if a statistic asks for it)."""
+        _ = self.end_weights, (self.end_grams if self.probe_x is not None else None)
 
     @cached_property
     def end_weights(self) -> list[list[torch.Tensor]]:

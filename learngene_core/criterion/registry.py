@@ -37,10 +37,6 @@ class Statistic:
     normalise: str | None = None
     paper: bool = False  # the paper's own statistic
 
-    @property
-    def needs(self) -> str:
-        return self.kind
-
 
 STATISTICS: dict[str, Statistic] = {}
 
