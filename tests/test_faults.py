@@ -335,7 +335,7 @@ def test_the_documented_command_runs_the_quickstart_budget_on_a_new_npz(channels
     npz = write_npz(tmp_path / "new.npz", classes=20, train=40, test=10, size=size, channels=channels)
     args = ["data=npz", f"data.path={npz}", f"data.image_size={size}", "individual.ways=4", "logger=none",
             f"paths.output_dir={tmp_path / 'run'}"]  # fmt: skip
-    out = cli(*args, timeout=1800)
+    out = cli(*args, timeout=3600)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {r["method"] for r in res["tables"]["10"]} >= {"learngene", "scratch", "protonet", "maml"}
