@@ -40,7 +40,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 def run_summary(run: Path) -> dict:
     res = run_files.read_json_file(run / "results.json", "results")
-    manifests = [run_files.read_manifest(run / "collective" / f"seed_{s}" / "manifest.json")
+    manifests = [run_files.read_manifest(run_files.collective_dir(run, s) / "manifest.json")
                  for s in res.get("collective_seeds", [])]  # fmt: skip
     manifests = [m for m in manifests if m]
     if not manifests:

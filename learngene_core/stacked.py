@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learngene_core.backbones.base import BlockNet, NetSpec
+from learngene_core.backbones.base import BlockNet, NetSpec, block_class
 from learngene_core.backbones.vgg import ConvBlock
 
 MODES = ("loop", "grouped")
@@ -107,7 +107,7 @@ class GroupedNets(nn.Module):
     @torch.no_grad()
     def from_nets(cls, nets: Sequence[BlockNet]) -> GroupedNets:
         spec = _common_spec(nets)
-        if spec.kind != "vgg":
+        if not block_class(spec.kind).groupable:
             raise ValueError(
                 f"grouped stacking is written for conv-BN-ReLU blocks, not the {spec.kind!r} backbone; "
                 f"use stacking 'loop'"

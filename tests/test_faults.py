@@ -282,6 +282,14 @@ def test_a_full_disk_or_read_only_folder_during_a_run_is_one_line(tmp_path, monk
     assert not list(tmp_path.rglob(".manifest.json.*.tmp"))  # no temporary file left behind
 
 
+def test_a_damaged_timings_file_is_named_and_replaced_not_fatal(tmp_path, caplog):
+    (tmp_path / "timings.json").write_text('{"total_s": {"collect')  # cut off by a kill
+    run_pipeline(compose([*TINY, "stage=[collective]", "budget.collective_tasks=2"], tmp_path), tmp_path)
+    t = json.loads((tmp_path / "timings.json").read_text())
+    assert len(t["invocations"]) == 1 and t["total_s"]["collective"] > 0
+    assert any("timings.json" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
+
+
 def test_timings_add_up_over_a_resume(tmp_path):
     run_pipeline(compose([*TINY, "stage=[collective]", "budget.collective_tasks=2"], tmp_path), tmp_path)
     first = json.loads((tmp_path / "timings.json").read_text())

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from experiments.pipeline import STAGES
+from experiments.pipeline import STAGES, run_files
 from experiments.pipeline.config_schema import check_known_keys, check_targets
 from learngene_core.criterion.selection import WEIGHTINGS
 from learngene_core.data.splits import SPLITS
@@ -245,19 +245,24 @@ def check_model(cfg: DictConfig) -> None:
     window = _get(cfg, "criterion.window")
     if window is not None and window > n - k:
         _fail("criterion.window", window, f"a window of k={k} blocks starts at 0..{n - k}")
-    blocks = len(
-        net.blocks
-    )  # as the schedule unfolds: a deepening entry adds a block for the entries after it
+    block_type = type(net.blocks[0])
+    if _get(cfg, "individual.stacking") == "grouped" and not block_type.groupable:
+        _fail(
+            "individual.stacking", "grouped", f"the {net.kind!r} backbone cannot be grouped; use loop or auto"
+        )
+    can_deepen = block_type.can_deepen
+    # as the schedule unfolds: a deepening entry adds a block for the entries after it
+    blocks = len(net.blocks)
     for i, entry in enumerate(_get(cfg, "model.growth.schedule") or []):
         e = OmegaConf.to_container(entry) if isinstance(entry, DictConfig | ListConfig) else entry
         if isinstance(e, dict):
             ok = e.get("op") == "deepen" and isinstance(e.get("after"), int) and 0 <= e["after"] < blocks
-            ok = ok and net.kind == "vgg"
+            ok = ok and can_deepen
             blocks += int(ok)
         else:
             ok = isinstance(e, list) and len(e) == 2 and 0 <= int(e[0]) < blocks and int(e[1]) >= 1
         if not ok:
-            deepen = " or {op: deepen, after: i}" if net.kind == "vgg" else " (this backbone cannot deepen)"
+            deepen = " or {op: deepen, after: i}" if can_deepen else " (this backbone cannot deepen)"
             _fail(
                 f"model.growth.schedule[{i}]",
                 e,
@@ -342,25 +347,20 @@ def check_config(cfg: DictConfig) -> None:
               f"(e.g. {b - b % world or world})")  # fmt: skip
     out = Path(str(_get(cfg, "paths.output_dir")))
     if stages == ["report"]:
-        raw = (Path(str(from_run)) if from_run is not None else out) / "individual" / "results_raw.json"
+        raw = run_files.raw_results_path(Path(str(from_run)) if from_run is not None else out)
         if not raw.exists():
             _fail("stage", stages, f"the report needs stage-3 results and {raw} does not exist: run the individual stage "
                   "first, or set from_run to a run directory whose individual stage finished")  # fmt: skip
     seeds = [int(s) for s in _get(cfg, "collective.seeds")]
-    if from_run is None and "collective" not in stages and stages[0] != "report":
-        missing = [s for s in seeds if not (out / "collective" / f"seed_{s}" / "manifest.json").exists()]
+    if stages[0] != "report" and (from_run is not None or "collective" not in stages):
+        source = Path(str(from_run)) if from_run is not None else out
+        missing = [s for s in seeds if not (run_files.collective_dir(source, s) / "manifest.json").exists()]
+        if missing and from_run is not None:
+            _fail("from_run", from_run, f"holds no collective run for collective seeds {missing} (collective/seed_<s>/"
+                  f"manifest.json); set collective.seeds to the seeds it has")  # fmt: skip
         if missing:
             _fail("stage", stages, f"stages after 'collective' need its outputs (none for collective seeds {missing} "
                   f"under {out}): add 'collective', or set from_run=DIR of a finished run")  # fmt: skip
-    if from_run is not None and stages[0] != "report":
-        missing = [
-            s
-            for s in seeds
-            if not (Path(str(from_run)) / "collective" / f"seed_{s}" / "manifest.json").exists()
-        ]
-        if missing:
-            _fail("from_run", from_run, f"holds no collective run for collective seeds {missing} (collective/seed_<s>/"
-                  f"manifest.json); set collective.seeds to the seeds it has")  # fmt: skip
     for key in ("data.mean", "data.std"):
         v = _get(cfg, key)
         if v == "auto":
@@ -375,10 +375,6 @@ def check_config(cfg: DictConfig) -> None:
         _fail("data.std", list(std), f"needs one value per channel, like data.mean {list(mean)}")
 
 
-def _fail_data(key: str, value: Any, why: str) -> None:
-    raise ConfigError(f"{key}={value!r}: {why}")
-
-
 def check_data_limits(cfg: DictConfig, image_set) -> None:
     """Every limit the data sets on the config, checked before any work, each naming its key and a valid value."""
     c, icfg = cfg.collective, cfg.individual
@@ -389,34 +385,34 @@ def check_data_limits(cfg: DictConfig, image_set) -> None:
     name = image_set.class_names
     pool = base + (len(groups["open_world"]) if c.open_world_enters_at is not None else 0)
     if c.classes_per_task > base:
-        _fail_data(
+        _fail(
             "collective.classes_per_task",
             c.classes_per_task,
             f"there are {base} base classes; use at most {base}",
         )
     if not c.replacement and c.mode != "joint" and c.n_tasks * c.classes_per_task > pool:
-        _fail_data("collective.n_tasks", c.n_tasks, f"with collective.replacement=false every task needs "
+        _fail("collective.n_tasks", c.n_tasks, f"with collective.replacement=false every task needs "
                    f"{c.classes_per_task} unused classes of {pool}; use at most {pool // c.classes_per_task} tasks or "
                    "collective.replacement=true")  # fmt: skip
     base_min = min(train[k] for k in groups["base"])
     if c.train_per_class is not None and c.train_per_class > base_min:
-        _fail_data("collective.train_per_class", c.train_per_class,
+        _fail("collective.train_per_class", c.train_per_class,
                    f"a base class has only {base_min} training images; use at most {base_min} or null")  # fmt: skip
     if icfg.ways > novel:
-        _fail_data("individual.ways", icfg.ways, f"the novel group has {novel} classes; use at most {novel}")
+        _fail("individual.ways", icfg.ways, f"the novel group has {novel} classes; use at most {novel}")
     novel_min_c = min(groups["novel"], key=lambda k: train[k])
     novel_min = train[novel_min_c]
     extra = icfg.queries if icfg.protocol == "episodic" else 0
     for shots in icfg.shots:
         if shots + extra > novel_min:
             what = f"{shots} shots + {extra} queries (individual.queries)" if extra else f"{shots} shots"
-            _fail_data("individual.shots", list(icfg.shots), f"{what} need {shots + extra} training images per class "
+            _fail("individual.shots", list(icfg.shots), f"{what} need {shots + extra} training images per class "
                        f"but novel class {name[novel_min_c]!r} has {novel_min}; use individual.shots <= "
                        f"{novel_min - extra}")  # fmt: skip
     if icfg.protocol == "paper":
         empty = [name[k] for k in groups["novel"] if test.get(k, 0) == 0]
         if empty:
-            _fail_data("individual.protocol", "paper", f"novel classes {empty[:3]} have no test images; use "
+            _fail("individual.protocol", "paper", f"novel classes {empty[:3]} have no test images; use "
                        "individual.protocol=episodic (queries from the training images)")  # fmt: skip
     base_min_c = min(groups["base"], key=lambda k: train[k])
     episodic = {
@@ -432,10 +428,10 @@ def check_data_limits(cfg: DictConfig, image_set) -> None:
             what = (
                 f"{key}.ways" if method == "protonet" else "individual.ways (MAML meta-trains that many ways)"
             )
-            _fail_data(what.split(" ")[0], ways, f"meta-training episodes draw from the {base} base classes; use at most "
+            _fail(what.split(" ")[0], ways, f"meta-training episodes draw from the {base} base classes; use at most "
                        f"{base}")  # fmt: skip
         if m.shots + m.queries > base_min:
-            _fail_data(f"{key}.queries", m.queries, f"{m.shots} shots ({key}.shots) + {m.queries} queries need "
+            _fail(f"{key}.queries", m.queries, f"{m.shots} shots ({key}.shots) + {m.queries} queries need "
                        f"{m.shots + m.queries} training images per base class but {name[base_min_c]!r} has {base_min}; "
                        f"use {key}.queries <= {max(1, base_min - m.shots)}")  # fmt: skip
 
@@ -471,7 +467,6 @@ def check_against_data(ctx) -> list[str]:
 def check_existing_outputs(ctx) -> None:
     """Read every file of earlier runs that the selected stages will read, so that a damaged one (garbage,
     cut-off JSON, a truncated checkpoint) stops the run now, with one line naming it, not after hours."""
-    from experiments.pipeline import run_files
     from learngene_core.artifact import load_learngene
     from learngene_core.criterion.records import read_rows
 

@@ -24,8 +24,7 @@ HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 KNOWN: dict[str, set[str]] = {
     "": {"paths", "data", "model", "trainer", "logger", "callbacks", "methods", "budget", "exp_name", "seed",
-         "stage", "from_run", "optimized_metric", "compute", "protocol", "collective", "criterion", "individual",
-         "study"},
+         "stage", "from_run", "optimized_metric", "compute", "protocol", "collective", "criterion", "individual"},
     "paths": {"root_dir", "data_dir", "log_dir", "output_dir"},
     "compute": {"channels_last", "compile"},
     "protocol": {"collective_tasks", "collective_epochs", "target_tasks", "seeds", "individual_epochs"},
@@ -46,10 +45,6 @@ KNOWN: dict[str, set[str]] = {
              "download", "verify_checksum", "cache_dir"},
     "data.augment": {"crop_padding", "flip"},
 }  # fmt: skip
-
-
-def _fail(key: str, value: Any, valid: str) -> None:
-    raise ConfigError(f"{key}={value!r}: {valid}")
 
 
 def suggest(name: str, options) -> str:

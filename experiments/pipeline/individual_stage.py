@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from experiments.methods.common import stacking_mode
 from experiments.methods.registry import MethodContext, get_method
 from experiments.pipeline import run_files
 from experiments.pipeline.console import stage_progress
@@ -50,9 +51,10 @@ def target_tasks(ctx: RunContext, shots: int):
     )
 
 
-def shared_settings(ctx: RunContext) -> dict:
+def shared_settings(ctx: RunContext, kind: str) -> dict:
     """The stage-3 settings every computation depends on: the individual training, the data, the Trainer's
-    numerics (precision, clipping, accumulation, determinism) and the speed options that change rounding."""
+    numerics (precision, clipping, accumulation, determinism) and the speed options that change rounding
+    (the stacking in effect for backbone ``kind``: grouped matches the loop only up to rounding)."""
     cfg = ctx.cfg
     icfg = OmegaConf.to_container(cfg.individual, resolve=True)
     for key in NOT_RESULT_KEYS:
@@ -63,7 +65,8 @@ def shared_settings(ctx: RunContext) -> dict:
     for key in TRAINER_NOT_RESULT_KEYS:
         trainer.pop(key, None)
     return {"individual": icfg, "data": data, "width_mult": cfg.model.width_mult, "trainer": trainer,
-            "compute": OmegaConf.to_container(cfg.compute, resolve=True)}  # fmt: skip
+            "compute": OmegaConf.to_container(cfg.compute, resolve=True),
+            "stacking": stacking_mode(cfg.individual.stacking, ctx.device, kind)}  # fmt: skip
 
 
 def computation_key(identity: dict, shots: int, settings: dict) -> str:
@@ -117,8 +120,8 @@ def run_individual(ctx: RunContext) -> dict:
     raw = run_files.read_raw_results(raw_path)
     shared = Path(str(cfg.individual.cache_dir)).expanduser() if cfg.individual.get("cache_dir") else None
     cache = ComputationCache(raw, shared)
-    settings = shared_settings(ctx)
     learngenes = load_learngenes(ctx)
+    settings = shared_settings(ctx, next(iter(learngenes.values())).kind)
     plan = []
     for shots in cfg.individual.shots:
         for seed, learngene in learngenes.items():

@@ -17,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from experiments.pipeline.config_check import check_against_data, check_config, check_existing_outputs
 from experiments.pipeline.console import console, route_logging_through_rich
 from experiments.pipeline.context import RunContext, is_wandb
+from experiments.pipeline.run_files import read_json_file
 from experiments.pipeline.run_guard import RunInterrupted, RunLock, StopOnSignal, check_output_dir
-from learngene_core.errors import LearngeneError
+from learngene_core.errors import CheckpointError, LearngeneError
 from learngene_core.utils import dist
-from learngene_core.utils.io import atomic_write_json, read_json
+from learngene_core.utils.io import atomic_write_json
 
 log = logging.getLogger("learngene")
 
@@ -151,7 +152,14 @@ def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
 def record_timings(path: Path, timings: dict[str, float], invocation: str) -> None:
     """``timings.json``: seconds per stage summed over every invocation (a resumed run adds to the time of
     the interrupted one), and each invocation's own seconds."""
-    old = read_json(path) if path.exists() else {}
+    old = {}
+    if path.exists():
+        try:
+            old = read_json_file(path, "the run's timings")
+        except CheckpointError as err:  # bookkeeping only: the finished work stays, the timings start again
+            log.warning(
+                "%s; it is written anew with this invocation's timings only", str(err).split("; delete")[0]
+            )
     runs = [r for r in old.get("invocations", []) if r.get("started") != invocation]
     runs.append({"started": invocation, "stages_s": dict(timings)})
     total: dict[str, float] = {}

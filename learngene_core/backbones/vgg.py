@@ -20,6 +20,7 @@ from learngene_core.backbones.base import (
     BlockSpec,
     NetSpec,
     batch_norm,
+    block_class,
     register_block,
     sequential_spec,
 )
@@ -39,6 +40,8 @@ class ConvBlock(Block):
     output_keys = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
     input_keys = ("conv.weight",)
     criterion_keys = ("conv.weight",)
+    can_deepen = True
+    groupable = True
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__(spec)
@@ -107,7 +110,7 @@ def deepen(net: BlockNet, after: int, calibration: torch.Tensor | None = None) -
     approximately on batches with similar statistics).
     The pool of block ``after`` stays with it; the new block has no pool.
     """
-    if net.kind != "vgg":
+    if not block_class(net.kind).can_deepen:
         raise ValueError(f"deepening inserts a conv-BN-ReLU block; the {net.kind!r} backbone cannot deepen")
     prev = net.blocks[after]
     c = prev.out_channels

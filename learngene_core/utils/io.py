@@ -86,11 +86,6 @@ def read_torch(path: str | Path, missing: str, damaged: str) -> Any:
         ) from None
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.tolist()

@@ -131,7 +131,7 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
             head = head_size(cfg, dm, t) if (c.labels == "global" and c.head == "growing") else None
             growth = grow(net, t, schedule, ewc, seed, cfg.model.growth.noise, head)
             label = f"collective seed {seed} task {t + 1}/{c.n_tasks}"
-            fitted, _ = fit_task(ctx, net, t, dm, ewc, relative, csv_path, probe_x, step, label)
+            fitted = fit_task(ctx, net, t, dm, ewc, relative, csv_path, probe_x, step, label)
             net, step = fitted.net, fitted.step_end
             if ewc:
                 ewc.consolidate(

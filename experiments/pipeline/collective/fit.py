@@ -47,7 +47,7 @@ def make_callbacks(
 
 
 def fit_task(ctx, net: BlockNet, t: int, dm: SequentialTasksDataModule, ewc: EWC | None, relative: int | None,
-             csv_path: Path, probe_x, step: int = 0, label: str = "") -> tuple[FitResult, list]:  # fmt: skip
+             csv_path: Path, probe_x, step: int = 0, label: str = "") -> FitResult:  # fmt: skip
     """Train task ``t``; ``step``: the logging step the previous task ended at (the loggers' x-axis keeps rising)."""
     cfg, c = ctx.cfg, ctx.cfg.collective
     dm.set_task(t)
@@ -74,4 +74,4 @@ def fit_task(ctx, net: BlockNet, t: int, dm: SequentialTasksDataModule, ewc: EWC
         samples=dm.task_size(t) * c.epochs,
         rank_disagreement=stats.rank_disagreement if stats else None,
         step_end=steps.end,
-    ), callbacks
+    )
