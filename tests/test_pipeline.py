@@ -279,6 +279,9 @@ def test_joint_ancestor_matches_the_continual_sample_steps_and_runs_every_stage(
     assert all(len(classes) == 5 for classes in joint["stream"])  # every phase over all base classes
     assert joint["tasks"][0]["head_size"] == 5  # the head covers every base class from the start
     assert result["collective_mode"] == "joint" and result["tables"]["5"][0]["method"] == "learngene"
+    seed0 = result["collective"]["per_seed"]["0"]
+    assert seed0["task_il_chance"] == pytest.approx(1 / 5)  # a joint phase's task is every base class
+    assert seed0["task_il_final_average_accuracy"] == seed0["class_il_final_average_accuracy"]
     assert "joint" in (tmp_path / "results.md").read_text()
 
 

@@ -147,9 +147,7 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
                          "time_s": round(elapsed, 2), "fit_time_s": round(fitted.seconds, 2),
                          "samples": fitted.samples, "processes": fitted.processes, "step_end": fitted.step_end,
                          "gradient_stats_rank_disagreement": fitted.rank_disagreement}  # fmt: skip
-                record_task(
-                    out, t, net, ewc, dm.order, manifest, entry, history, manifest["mode"], c.classes_per_task
-                )
+                record_task(out, t, net, ewc, dm.order, manifest, entry, history, manifest["mode"])
                 prune_checkpoints(out, manifest, c.keep_checkpoints, cfg.criterion.after_task)
             dist.barrier()
             row, trow, ow = ev.class_il, ev.task_il, ev.open_world

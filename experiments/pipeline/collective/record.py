@@ -48,7 +48,9 @@ class CollectiveHistory:
         self.open_world.append(evaluation.open_world)
         self.params.append(params)
 
-    def metrics(self, net: BlockNet, mode: str, classes_per_task: int) -> dict:
+    def metrics(self, net: BlockNet, mode: str, task_classes: int) -> dict:
+        """``task_classes``: the classes of one task (a joint phase has every base class)."""
+
         def full(R):
             T = len(R)
             summary = continual_summary(R)
@@ -63,7 +65,7 @@ class CollectiveHistory:
             "chance = 1 / outputs"
         )
         til = full(self.task_il)
-        til["chance"] = 1.0 / classes_per_task
+        til["chance"] = 1.0 / task_classes
         til["definition"] = "task-incremental: argmax over the head rows of the evaluated task's own classes"
         return {
             "mode": mode,
@@ -77,7 +79,7 @@ class CollectiveHistory:
 
 
 def record_task(out: Path, t: int, net: BlockNet, ewc: EWC | None, order: list[int], manifest: dict,
-                entry: dict, history: CollectiveHistory, mode: str, classes_per_task: int) -> None:  # fmt: skip
+                entry: dict, history: CollectiveHistory, mode: str) -> None:  # fmt: skip
     """Checkpoint, metrics and manifest of task ``t`` (rank 0; the manifest last, so it never names a
     checkpoint that is not there)."""
     ckpt = out / f"task_{t:02d}.pt"
@@ -86,7 +88,7 @@ def record_task(out: Path, t: int, net: BlockNet, ewc: EWC | None, order: list[i
                               "distinct_filters": net.distinct_filters(),
                               "nearest_filter_distance": net.nearest_filter_distances(), "block_names": net.block_names,
                               "head_size": net.head.out_features})  # fmt: skip
-    atomic_write_json(out / "metrics.json", history.metrics(net, mode, classes_per_task))
+    atomic_write_json(out / "metrics.json", history.metrics(net, mode, len(entry["classes"])))
     run_files.write_manifest(out / "manifest.json", manifest)
 
 
