@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY, compose
@@ -357,3 +358,28 @@ def test_without_a_probe_set_the_representation_statistic_is_not_recorded(tmp_pa
     with pytest.raises(CheckpointError, match="criterion.statistic='cka_drift' was not recorded"):
         run_pipeline(compose([*TINY, "stage=[learngene]", f"from_run={tmp_path}", "criterion.statistic=cka_drift",
                               "criterion.probe_images=0"], tmp_path / "b"), tmp_path / "b")  # fmt: skip
+
+
+def test_a_pair_of_computations_shared_by_collective_seeds_counts_once():
+    """ProtoNet and scratch do not depend on the learngene: over 3 collective seeds their pairs are the same
+    10 pairs, not 30 (which would narrow the interval by sqrt(3)); the learngene's pairs are all distinct."""
+    from experiments.pipeline.report_stage import Gathered, _paired
+
+    rng = np.random.default_rng(0)
+    tasks = [(s, t) for s in range(2) for t in range(5)]
+    shared = {k: float(rng.uniform(0.4, 0.7)) for k in tasks}
+    scratch = Gathered(
+        {(cs, *k): v for cs in range(3) for k, v in shared.items()}, {cs: "S" for cs in range(3)}
+    )
+    meta = {k: v + float(rng.normal(0.05, 0.03)) for k, v in shared.items()}
+    protonet = Gathered(
+        {(cs, *k): v for cs in range(3) for k, v in meta.items()}, {cs: "P" for cs in range(3)}
+    )
+    learngene = Gathered(
+        {(cs, *k): v + float(rng.normal(0, 0.03)) for cs in range(3) for k, v in shared.items()},
+        {cs: f"L{cs}" for cs in range(3)},
+    )
+    once = _paired(protonet, scratch)
+    alone = _paired(Gathered(dict(list(protonet.by_task.items())[:10]), {0: "P"}), scratch)
+    assert once["n"] == 10 and once == alone
+    assert _paired(learngene, scratch)["n"] == 30

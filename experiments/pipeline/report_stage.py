@@ -49,6 +49,7 @@ class Gathered:
     """The results of some entries: keyed for pairing, and once per distinct computation for summaries."""
 
     by_task: dict = field(default_factory=dict)  # (collective seed, seed, task) -> accuracy, for pairing
+    source: dict = field(default_factory=dict)  # collective seed -> the computation its accuracies come from
     unique: dict = field(default_factory=dict)  # (computation, seed, task) -> accuracy, each result once
     info: dict = field(default_factory=dict)
     times: list[float] = field(default_factory=list)
@@ -56,7 +57,8 @@ class Gathered:
 
 def gather_entries(raw: dict, entries: list[dict]) -> Gathered:
     """A computation shared by several collective seeds (scratch, the meta-learners) appears once in the summary
-    (its n and interval are those of its own tasks), and once per collective seed for the paired differences."""
+    (its n and interval are those of its own tasks); for the paired differences it is keyed per collective seed,
+    and ``_paired`` counts each distinct pair of computations once."""
     g = Gathered()
     for e in entries:
         comp = raw["computations"].get(e["computation"])
@@ -66,6 +68,7 @@ def gather_entries(raw: dict, entries: list[dict]) -> Gathered:
                 f"missing; the results file is damaged: move individual/results_raw.json away and rerun stage 3"
             )
         fresh = not any(k[0] == e["computation"] for k in g.unique)
+        g.source[e["collective_seed"]] = e["computation"]
         for t in comp["tasks"]:
             g.by_task[(e["collective_seed"], t["seed"], t["task"])] = t["acc"]
             g.unique[(e["computation"], t["seed"], t["task"])] = t["acc"]
@@ -86,13 +89,19 @@ def _summary(g: Gathered) -> dict:
             "train_time_s": sum(g.times) / len(g.times) if g.times else None}  # fmt: skip
 
 
-def _paired(accs: dict, ref: dict | None) -> dict | None:
-    if not ref:
+def _paired(g: Gathered, ref: Gathered | None) -> dict | None:
+    """Paired difference on the tasks both have. A pair of computations that several collective seeds share
+    (ProtoNet and scratch do not depend on the learngene) counts once: repeating it would narrow the interval."""
+    if ref is None:
         return None
-    common = sorted(set(accs) & set(ref))
-    if not common:
+    pairs = {}
+    for k in sorted(set(g.by_task) & set(ref.by_task)):
+        cs, seed, task = k
+        pairs.setdefault((g.source[cs], ref.source[cs], seed, task), (g.by_task[k], ref.by_task[k]))
+    if not pairs:
         return None
-    return {"vs": "scratch", **paired_difference([accs[k] for k in common], [ref[k] for k in common])}
+    a, b = zip(*pairs.values())
+    return {"vs": "scratch", **paired_difference(list(a), list(b))}
 
 
 def method_rows(raw: dict, entries: list[dict], methods: list[str]) -> list[dict]:
@@ -100,12 +109,12 @@ def method_rows(raw: dict, entries: list[dict], methods: list[str]) -> list[dict
     for e in entries:
         if e["method"] != "judgement":
             by_method.setdefault(e["method"], []).append(e)
-    scratch = gather_entries(raw, by_method["scratch"]).by_task if "scratch" in by_method else None
+    scratch = gather_entries(raw, by_method["scratch"]) if "scratch" in by_method else None
     rows = []
     for m in [m for m in methods if m in by_method] + [m for m in by_method if m not in methods]:
         g = gather_entries(raw, by_method[m])
         row = {"method": m, "label": label(m), **_summary(g),
-               "paired": _paired(g.by_task, scratch) if m != "scratch" else _paired(g.by_task, g.by_task)}  # fmt: skip
+               "paired": _paired(g, scratch) if m != "scratch" else _paired(g, g)}  # fmt: skip
         for k in ("meta_train_time_s", "converged", "convergence", "first_order"):
             if k in g.info:
                 row[k] = g.info[k]
@@ -129,7 +138,7 @@ def judgement_table(raw: dict, entries: list[dict], lg_infos: dict[int, dict]) -
         gi = gather_entries(raw, arms[name].get("inherit", []))
         gs = gather_entries(raw, arms[name].get("scratch", []))
         inh, scr = gi.by_task, gs.by_task
-        gain = _paired(inh, scr) if inh and scr else None
+        gain = _paired(gi, gs) if inh and scr else None
         per_seed = {}
         for cs in sorted({k[0] for k in inh}):
             ks = [k for k in inh if k[0] == cs and k in scr]
