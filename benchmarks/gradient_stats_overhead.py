@@ -87,6 +87,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.fisher_samples < 1:
+        p.error(f"--fisher-samples={args.fisher_samples}: fisher_importance needs at least 1 image")
     data = image_set()
     x, y = data.x_train[: args.images].to(args.device), (data.y_train[: args.images] % 5).to(args.device)
     probe_x = probe_images(data, args.probe_images, 0).to(args.device)
