@@ -8,6 +8,7 @@ themselves mean nothing at this size; what is checked is that the real code path
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -29,7 +30,9 @@ def test_gradient_stats_overhead_runs_the_whole_callback(tmp_path):
     stdout = run_script("gradient_stats_overhead.py", "--images", "64", "--epochs", "1", "--repeats", "1",
                         "--width-mult", "0.0625", "--grown", "--device", "cpu", "--json", str(out))  # fmt: skip
     assert "overhead:" in stdout and "(goal <= 10 %)" in stdout
-    assert "256 probe images, 64 Fisher samples" in stdout
+    # 256 probe images on CIFAR-100; fewer on the digits fallback (a machine without ../shared/data)
+    probe = re.search(r"task statistics at the end \((\d+) probe images, 64 Fisher samples\)", stdout)
+    assert probe and int(probe.group(1)) > 0
     result = json.loads(out.read_text())
     assert result["seconds"]["with"] > 0 and result["seconds"]["without"] > 0
     assert isinstance(result["overhead"], float)
