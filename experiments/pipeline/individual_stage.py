@@ -33,9 +33,6 @@ log = logging.getLogger("learngene")
 # individual.* keys that do not change the numbers (how tasks are grouped for training, where caches live; the
 # shot count is part of every key on its own, so runs with other shot lists share their common computations)
 NOT_RESULT_KEYS = ("batched", "task_batch", "stacking", "cache_dir", "shots")
-# trainer.* keys that do not change stage 3's numbers (stage 3 trains on one device per process)
-TRAINER_NOT_RESULT_KEYS = ("devices", "num_nodes", "strategy", "sync_batchnorm", "enable_progress_bar",
-                           "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps")  # fmt: skip
 
 
 def target_tasks(ctx: RunContext, shots: int):
@@ -61,10 +58,8 @@ def shared_settings(ctx: RunContext, kind: str) -> dict:
         icfg.pop(key, None)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     data.pop("on_device", None)
-    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in TRAINER_NOT_RESULT_KEYS:
-        trainer.pop(key, None)
-    return {"individual": icfg, "data": data, "width_mult": cfg.model.width_mult, "trainer": trainer,
+    return {"individual": icfg, "data": data, "width_mult": cfg.model.width_mult,
+            "trainer": run_files.trainer_numerics(cfg),
             "compute": OmegaConf.to_container(cfg.compute, resolve=True),
             "stacking": stacking_mode(cfg.individual.stacking, ctx.device, kind)}  # fmt: skip
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from learngene_core.backbones.base import BlockNet, build_net, load_state_checked
 from learngene_core.errors import CheckpointError
 from learngene_core.ewc import EWC
@@ -29,6 +31,21 @@ MANIFEST_FORMAT = "learngene-suite/collective-manifest"
 MANIFEST_VERSION = 2
 CHECKPOINT_FORMAT = "learngene-suite/collective-checkpoint"
 RAW_FORMAT = "learngene-suite/individual-results"
+
+
+# trainer.* keys that do not change a stage's numbers (the device count: a requeue on other nodes resumes;
+# stage 3 trains on one device per process)
+TRAINER_NOT_RESULT_KEYS = ("devices", "num_nodes", "strategy", "sync_batchnorm", "enable_progress_bar",
+                           "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps")  # fmt: skip
+
+
+def trainer_numerics(cfg: DictConfig) -> dict:
+    """The Trainer settings results depend on (precision, clipping, accumulation, determinism), as a dict:
+    part of stage 1's fingerprint and of every stage-3 computation key."""
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in TRAINER_NOT_RESULT_KEYS:
+        trainer.pop(key, None)
+    return trainer
 
 
 # -- paths ------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from datamodules.sequential_tasks import SequentialTasksDataModule
+from experiments.pipeline import run_files
 from learngene_core.backbones.base import BlockNet
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream
@@ -27,14 +28,7 @@ def fingerprint(cfg, seed: int) -> dict:
     keep["data"].pop("on_device", None)
     keep["seed"] = seed
     keep["criterion"] = {k: cfg.criterion[k] for k in ("tau", "probe_images", "fisher_samples")}
-    from experiments.pipeline.individual_stage import TRAINER_NOT_RESULT_KEYS
-
-    trainer = OmegaConf.to_container(
-        cfg.trainer, resolve=True
-    )  # the numerics; not the device count (a requeue
-    for k in TRAINER_NOT_RESULT_KEYS:  # on other nodes resumes)
-        trainer.pop(k, None)
-    keep["trainer"] = trainer
+    keep["trainer"] = run_files.trainer_numerics(cfg)
     keep["compute"] = OmegaConf.to_container(cfg.compute, resolve=True)
     keep["gradient_every_n_steps"] = OmegaConf.select(cfg, "callbacks.criterion_stats.every_n_steps")
     digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
