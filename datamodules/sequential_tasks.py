@@ -19,6 +19,8 @@ from learngene_core.data.augmentation import BatchAugment
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.loaders import TensorBatchLoader
 from learngene_core.data.task_stream import StreamTask, head_order, train_subset
+from learngene_core.ewc import stratified_order
+from learngene_core.utils.seeding import derive_seed
 
 LABELS = ("global", "relative")
 
@@ -119,8 +121,17 @@ class SequentialTasksDataModule(L.LightningDataModule):
             self.augment, train=True, seed=self.seed * 100_003 + self.task, rank=rank, world=world,
         )  # fmt: skip
 
-    def fisher_batches(self, t: int, batch_size: int = 64):
-        """Deterministic (eval-normalised) batches of task ``t``'s training images for the EWC Fisher."""
+    def fisher_batches(self, t: int, batch_size: int = 64, samples: int | None = None):
+        """Deterministic (eval-normalised) batches of task ``t``'s training images for a Fisher estimate
+        (EWC, fisher_importance): a seeded, class-stratified draw over all the task's classes
+        (:func:`~learngene_core.ewc.stratified_order`, seeded by the collective seed and the task), so the
+        first ``samples`` images cover every class, not the first class in storage order; ``samples``:
+        only that many (default all)."""
         idx, y = self._gather(t, "train")
+        order = stratified_order(
+            y, torch.Generator().manual_seed(derive_seed(self.seed, "fisher-samples", t))
+        )
+        order = order[:samples] if samples is not None else order
+        idx, y = idx[order], y[order]
         x = self.images.x.index_select(0, idx.to(self.images.device))
         return TensorBatchLoader(x, y.to(self.images.device), batch_size, self.augment, train=False)

@@ -89,6 +89,25 @@ class EWC:
         self.fisher, self.anchor = dict(state["fisher"]), dict(state["anchor"])
 
 
+def stratified_order(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A seeded, class-stratified order of the samples with labels ``y``: round-robin over the classes (in a
+    random order), each class's samples in a random order. Any prefix of it covers the classes as evenly as
+    possible, so a Fisher estimate from the first ``n`` samples sees every class once ``n`` >= the number
+    of classes (a task's images are stored grouped by class: their first ``n`` would all be one class)."""
+    y = torch.as_tensor(y).cpu().long()
+    perm = torch.randperm(len(y), generator=generator)
+    ys = y[perm]
+    classes = torch.unique(ys)
+    rank = torch.empty(len(y), dtype=torch.long)  # position of each sample within its class in ``perm``
+    for c in classes:
+        m = ys == c
+        rank[m] = torch.arange(int(m.sum()))
+    slot = torch.empty(int(classes.max()) + 1 if len(classes) else 0, dtype=torch.long)
+    slot[classes] = torch.randperm(len(classes), generator=generator)
+    key = rank * max(len(classes), 1) + slot[ys]
+    return perm[torch.argsort(key, stable=True)]
+
+
 def fisher_diagonal(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], max_samples: int = 512,
                     mode: str = "empirical", chunk: int = 32, generator: torch.Generator | None = None,
                     classes: int | None = None, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
