@@ -28,9 +28,11 @@ class TargetTasksDataModule(L.LightningDataModule):
         augment: BatchAugment,
         seeds: Sequence[int],
         on_device: bool = True,
+        batching: str = "even",
     ) -> None:
         super().__init__()
         self.tasks, self.batch_size, self.augment, self.seeds = list(tasks), batch_size, augment, list(seeds)
+        self.batching = batching
         self.images = DeviceImages(image_set.x_train, on_device)
 
     def setup(self, stage: str | None = None) -> None:
@@ -44,4 +46,5 @@ class TargetTasksDataModule(L.LightningDataModule):
             self.batch_size,
             self.augment,
             self.seeds,
+            self.batching,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -395,16 +397,46 @@ def test_task_batch_loader_one_task_equals_first_of_three():
     one = list(TaskBatchLoader(x, idx[:1], y[:1], batch_size=16, augment=aug, seeds=seeds[:1]))
     three = list(TaskBatchLoader(x, idx, y, batch_size=16, augment=aug, seeds=seeds))
     assert len(one) == len(three) == 3
+    assert [len(b[1]) for b in one] == [14, 13, 13]  # even batches: 40 images at 16 -> 3 batches
     for (x1, y1), (x3, y3) in zip(one, three):
         assert x1.shape[1] == 1 and x3.shape[1] == 3 and x3.shape[2:] == (3, 8, 8) and y3.shape[1] == 3
         assert torch.equal(x1[:, 0], x3[:, 0]) and torch.equal(y1[:, 0], y3[:, 0])
     assert not torch.equal(one[0][0][:, 0], three[0][0][:, 1])
     # T = 1 is exactly the one-by-one loader over that task's images
-    alone = list(TensorBatchLoader(x[idx[0]], y[0], 16, aug, train=True, seed=seeds[0]))
+    alone = list(TensorBatchLoader(x[idx[0]], y[0], 16, aug, train=True, seed=seeds[0], batching="even"))
+    assert len(alone) == len(one)
     for (x1, y1), (xa, ya) in zip(one, alone):
         assert torch.equal(x1[:, 0], xa) and torch.equal(y1[:, 0], ya)
     with pytest.raises(ValueError, match=r"\(T, N\)"):
         TaskBatchLoader(x, idx, y[:, :30], batch_size=16, augment=aug, seeds=seeds)
+
+
+@pytest.mark.parametrize("n, sizes", [(100, [25, 25, 25, 25]), (50, [25, 25]), (25, [25]), (5, [5]),
+                                      (70, [24, 23, 23])])  # fmt: skip
+def test_target_task_batches_are_even_and_cover_every_image_once(n, sizes):
+    """Stage 3 at batch 32: 20-shot 5-way (100 images) gives 4 x 25, not 32 32 32 4, so BatchNorm never sees
+    a 4-image batch; 10-shot (50) 2 x 25. Each image once per epoch, every epoch, and the same steps."""
+    x = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.stack([torch.randperm(n, generator=gen) for _ in range(2)])
+    y = idx.clone()  # label = image id, to check coverage
+    loader = TaskBatchLoader(x, idx, y, batch_size=32, augment=BatchAugment(), seeds=[3, 4])
+    assert len(loader) == math.ceil(n / 32)
+    for _ in range(2):  # two epochs, each a fresh permutation
+        batches = [b[1] for b in loader]
+        assert [len(b) for b in batches] == sizes
+        assert min(len(b) for b in batches) >= min(n, 32) / 2
+        for t in range(2):
+            seen = torch.cat([b[:, t] for b in batches])
+            assert sorted(seen.tolist()) == list(range(n))
+    ragged = TaskBatchLoader(
+        x, idx, y, batch_size=32, augment=BatchAugment(), seeds=[3, 4], batching="ragged"
+    )
+    assert len(ragged) == len(loader) and sum(len(b[1]) for b in ragged) == n
+    if n == 100:
+        assert [len(b[1]) for b in ragged] == [32, 32, 32, 4]  # the original cut
+    with pytest.raises(ValueError, match="batching"):
+        TaskBatchLoader(x, idx, y, batch_size=32, augment=BatchAugment(), seeds=[3, 4], batching="odd")
 
 
 def test_random_crop_equals_per_image_slicing_of_the_padded_image():

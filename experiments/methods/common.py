@@ -96,7 +96,7 @@ def train_nets(
         name=f"{name} tasks {[t.key for t in tasks][:3]}", compile=ctx.cfg.compute.compile,
     )  # fmt: skip
     dm = TargetTasksDataModule(ctx.image_set, tasks, icfg.batch_size, ctx.augment, [data_seed(t) for t in tasks],
-                               ctx.cfg.data.on_device)  # fmt: skip
+                               ctx.cfg.data.on_device, icfg.batching)  # fmt: skip
     label = f"{ctx.progress_label or name} ({len(tasks)} task{'s' if len(tasks) > 1 else ''})"
     shots = sum(len(t.train_idx) for t in tasks)
     trainer = ctx.make_trainer(

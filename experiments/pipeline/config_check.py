@@ -17,6 +17,7 @@ from omegaconf.errors import MissingMandatoryValue
 from experiments.pipeline import STAGES, run_files
 from experiments.pipeline.config_schema import check_known_keys, check_targets
 from learngene_core.criterion.selection import WEIGHTINGS
+from learngene_core.data.loaders import BATCHINGS
 from learngene_core.data.splits import SPLITS
 from learngene_core.data.target_tasks import PROTOCOLS
 from learngene_core.errors import ConfigError
@@ -25,7 +26,7 @@ from learngene_core.individual import LOWER_POOLS
 PRECISIONS = ("64-true", "64", "32-true", "32", "16-true", "16-mixed", "16", "bf16-true", "bf16-mixed", "bf16",
               "transformer-engine", "transformer-engine-float16")  # fmt: skip
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-MODES = ("continual", "joint")
+MODES = ("continual", "joint", "joint_phases")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -114,6 +115,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "model.growth.enabled": is_bool,
     "model.growth.noise": real_range(0),
     "collective.mode": one_of(MODES),
+    "collective.joint_growth": is_bool,
     "collective.seeds": int_list(0),
     "collective.n_tasks": int_range(1),
     "collective.classes_per_task": int_range(2),
@@ -152,6 +154,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "individual.queries": int_range(1),
     "individual.epochs": int_range(1),
     "individual.batch_size": int_range(1),
+    "individual.batching": one_of(BATCHINGS),
     "individual.lr": real_range(0, lo_open=True),
     "individual.momentum": real_range(0, 1, hi_open=True),
     "individual.weight_decay": real_range(0),
@@ -163,6 +166,10 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "individual.batched": is_bool,
     "individual.task_batch": int_range(1, none_ok=True),
     "individual.stacking": one_of(("auto", "loop", "grouped")),
+    "individual.validation.n_tasks": int_range(0),
+    "individual.validation.seeds": int_list(0),
+    "individual.validation.group": one_of(("novel", "open_world")),
+    "individual.validation.queries": int_range(1),
     "trainer.accelerator": one_of(ACCELERATORS),
     "trainer.precision": lambda key, v: one_of(PRECISIONS)(key, str(v)),
     "trainer.num_nodes": int_range(1),
@@ -270,6 +277,30 @@ def check_model(cfg: DictConfig) -> None:
             )
 
 
+def check_lr_schedule(cfg: DictConfig) -> None:
+    """``collective.lr_schedule``: null or a ``_target_`` node whose factory builds a scheduler (tried on a dummy
+    optimizer, so a bad value is refused before any work)."""
+    node = _get(cfg, "collective.lr_schedule")
+    if node is None:
+        return
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        _fail("collective.lr_schedule", node, "null (the mode's default) or a node with _target_ and _partial_: "
+              "true, e.g. {_target_: lightning_modules.lr_schedules.warmup_cosine, _partial_: true, warmup: 0.05}")  # fmt: skip
+    import torch
+
+    from lightning_modules.lr_schedules import schedule_factory
+
+    try:
+        factory = schedule_factory(node, str(_get(cfg, "collective.mode")))
+        if factory is not None:
+            factory(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), 100)
+    except Exception as err:
+        raise ConfigError(
+            f"collective.lr_schedule={OmegaConf.to_container(node)} cannot build a scheduler "
+            f"({type(err).__name__}: {err})"
+        ) from None
+
+
 def _devices(devices: Any) -> int:
     if isinstance(devices, int):
         return max(1, devices)
@@ -300,12 +331,13 @@ def check_config(cfg: DictConfig) -> None:
             "growing",
             "task-relative labels use one shared head; set collective.head=fixed",
         )
-    if _get(cfg, "collective.mode") == "joint" and _get(cfg, "collective.labels") == "relative":
+    check_lr_schedule(cfg)
+    if _get(cfg, "collective.mode") != "continual" and _get(cfg, "collective.labels") == "relative":
         _fail(
             "collective.labels", "relative", "the joint ancestor learns all base classes at once: use global"
         )
     enters = _get(cfg, "collective.open_world_enters_at")
-    if _get(cfg, "collective.mode") == "joint" and enters is not None:
+    if _get(cfg, "collective.mode") != "continual" and enters is not None:
         _fail("collective.open_world_enters_at", enters,
               "the joint ancestor trains on the base classes only; use null with collective.mode=joint")  # fmt: skip
     wandb = OmegaConf.select(cfg, "logger.wandb")
@@ -390,7 +422,7 @@ def check_data_limits(cfg: DictConfig, image_set) -> None:
             c.classes_per_task,
             f"there are {base} base classes; use at most {base}",
         )
-    if not c.replacement and c.mode != "joint" and c.n_tasks * c.classes_per_task > pool:
+    if not c.replacement and c.mode == "continual" and c.n_tasks * c.classes_per_task > pool:
         _fail("collective.n_tasks", c.n_tasks, f"with collective.replacement=false every task needs "
                    f"{c.classes_per_task} unused classes of {pool}; use at most {pool // c.classes_per_task} tasks or "
                    "collective.replacement=true")  # fmt: skip
@@ -414,6 +446,7 @@ def check_data_limits(cfg: DictConfig, image_set) -> None:
         if empty:
             _fail("individual.protocol", "paper", f"novel classes {empty[:3]} have no test images; use "
                        "individual.protocol=episodic (queries from the training images)")  # fmt: skip
+    check_validation_limits(icfg, groups, train, name)
     base_min_c = min(groups["base"], key=lambda k: train[k])
     episodic = {
         "protonet": ("methods.protonet", lambda m: m.ways),
@@ -436,6 +469,26 @@ def check_data_limits(cfg: DictConfig, image_set) -> None:
                        f"use {key}.queries <= {max(1, base_min - m.shots)}")  # fmt: skip
 
 
+def check_validation_limits(icfg: DictConfig, groups: dict, train: dict, name: list) -> None:
+    """The held-out validation tasks (individual.validation): enough classes and training images, other seeds."""
+    v = icfg.validation
+    if v.n_tasks == 0:
+        return
+    if set(v.seeds) & set(icfg.seeds):
+        _fail("individual.validation.seeds", list(v.seeds), f"must not share a seed with individual.seeds "
+              f"{list(icfg.seeds)}: validation tasks would repeat test tasks")  # fmt: skip
+    pool = groups[v.group]
+    if icfg.ways > len(pool):
+        _fail("individual.validation.group", v.group, f"{icfg.ways}-way validation tasks need {icfg.ways} classes but "
+              f"the {v.group} group has {len(pool)}; use another group or individual.validation.n_tasks=0")  # fmt: skip
+    least = min(pool, key=lambda k: train[k])
+    for shots in icfg.shots:
+        if shots + v.queries > train[least]:
+            _fail("individual.validation.queries", v.queries, f"{shots} shots + {v.queries} queries need "
+                  f"{shots + v.queries} training images per class but {v.group} class {name[least]!r} has "
+                  f"{train[least]}; use individual.validation.queries <= {max(1, train[least] - shots)}")  # fmt: skip
+
+
 def check_against_data(ctx) -> list[str]:
     """Checks that need the data (ways vs classes, shots vs images, ...); returns a summary of the protocol."""
     from experiments.pipeline.collective.setup import make_stream
@@ -454,7 +507,8 @@ def check_against_data(ctx) -> list[str]:
     for seed in ctx.collective_seeds:
         stream = make_stream(cfg, image_set, seed)
         shown = ", ".join(str(list(t.classes)) for t in stream[:4])
-        what = "joint phases over all base classes" if cfg.collective.mode == "joint" else "tasks"
+        what = {"joint": "joint tasks (equal chunks of one stream over all base images)",
+                "joint_phases": "joint phases over all base classes"}.get(cfg.collective.mode, "tasks")  # fmt: skip
         lines.append(f"collective stream (seed {seed}): {len(stream)} {what} of {len(stream[0].classes)} classes: "
                      f"{shown[:300]}{' ...' if len(stream) > 4 else ''}")  # fmt: skip
     for shots in cfg.individual.shots:
