@@ -3,8 +3,9 @@
 Cross-entropy on logits (the original put a Softmax before CrossEntropyLoss, a double softmax that
 also shrank the gradients the criterion measures), SGD with a fresh optimizer per task (one Trainer
 per task; the optimizer comes from the config as a partial, ``collective.optimizer``), an optional EWC
-penalty. With task-relative labels only the first C head outputs are used
-(the original fed labels 0..4 into a shared head).
+penalty, an optional LR schedule stepped every optimizer step (``collective.lr_schedule``; in joint mode
+the run's one optimizer and schedule are handed to every task's module). With task-relative labels only
+the first C head outputs are used (the original fed labels 0..4 into a shared head).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ class CollectiveModule(L.LightningModule):
         relative_classes: int | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        lr_schedule=None,
     ) -> None:
         super().__init__()
         self.net = net
         self.task = task
         self.optimizer_factory = optimizer
+        self.lr_schedule = lr_schedule  # (optimizer, total_steps) -> LR scheduler | None, stepped every step
         self.ewc = ewc
         self.relative_classes = relative_classes
         self.guard = FiniteLossGuard(f"collective task {task}")
@@ -68,5 +71,13 @@ class CollectiveModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.guard.flush()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.net.parameters())
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.net.parameters())
+        scheduler = (
+            self.lr_schedule(optimizer, int(self.trainer.estimated_stepping_batches))
+            if self.lr_schedule
+            else None
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -271,12 +271,12 @@ def test_joint_ancestor_matches_the_continual_sample_steps_and_runs_every_stage(
     cont = json.loads((out / C0 / "manifest.json").read_text())
     joint = json.loads((tmp_path / C0 / "manifest.json").read_text())
     assert joint["mode"] == "joint" and cont["mode"] == "continual"
-    assert [e["samples"] for e in joint["tasks"]] == [
+    assert sum(e["samples"] for e in joint["tasks"]) == sum(
         e["samples"] for e in cont["tasks"]
-    ]  # same sample-steps
-    assert [e["widths"] for e in joint["tasks"]] == [
-        e["widths"] for e in cont["tasks"]
-    ]  # grown on the same schedule
+    )  # same sample-steps
+    assert all(
+        e["widths"] == cont["tasks"][-1]["widths"] for e in joint["tasks"]
+    )  # the final architecture throughout
     assert all(len(classes) == 5 for classes in joint["stream"])  # every phase over all base classes
     assert joint["tasks"][0]["head_size"] == 5  # the head covers every base class from the start
     assert result["collective_mode"] == "joint" and result["tables"]["5"][0]["method"] == "learngene"

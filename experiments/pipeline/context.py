@@ -117,16 +117,17 @@ class RunContext:
     # -- Trainers -----------------------------------------------------------------------------------
     def make_trainer(self, max_epochs: int, callbacks: list | None = None, logger: Any = False,
                      single_device: bool = False, label: str | None = None,
-                     samples_per_epoch: int | None = None) -> L.Trainer:  # fmt: skip
+                     samples_per_epoch: int | None = None, **flags: Any) -> L.Trainer:  # fmt: skip
         """A fresh Trainer from ``cfg.trainer`` (every flag there passes through). ``single_device``: this
-        process only (stage 3 shards tasks, not data). ``label``: show the fit's epochs under that name."""
+        process only (stage 3 shards tasks, not data). ``label``: show the fit's epochs under that name.
+        ``flags``: further Trainer flags the stage needs (e.g. reloading the loader every epoch)."""
         callbacks = list(callbacks or [])
         if label is not None:
             from callbacks.progress import EpochProgress
             from experiments.pipeline.console import log_epochs
 
             callbacks.append(EpochProgress(self.progress, label, samples_per_epoch, log_epochs()))
-        kw: dict[str, Any] = {"default_root_dir": str(self.out)}
+        kw: dict[str, Any] = {"default_root_dir": str(self.out), **flags}
         if single_device:
             from lightning.pytorch.strategies import SingleDeviceStrategy
 

@@ -109,18 +109,20 @@ def finished(manifest: dict) -> bool:
 
 
 # -- checkpoints ------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, t: int, net: BlockNet, ewc: EWC | None, order: list[int]) -> None:
-    atomic_torch_save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "task": t,
-            "spec": net.spec.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "ewc": ewc.state_dict() if ewc else None,
-            "head_order": order,
-        },
-        path,
-    )
+def save_checkpoint(path: Path, t: int, net: BlockNet, ewc: EWC | None, order: list[int],
+                    optimizer: dict | None = None) -> None:  # fmt: skip
+    """``optimizer``: the joint run's optimizer and scheduler state (what resuming it exactly needs)."""
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "task": t,
+        "spec": net.spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "ewc": ewc.state_dict() if ewc else None,
+        "head_order": order,
+    }
+    if optimizer is not None:
+        ckpt["optimizer"] = optimizer
+    atomic_torch_save(ckpt, path)
 
 
 def load_checkpoint(path: Path, expect_task: int | None = None) -> tuple[BlockNet, dict]:

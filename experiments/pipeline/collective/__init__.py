@@ -6,6 +6,9 @@ checkpoint, ``metrics.json`` and ``manifest.json`` of ``collective/seed_<s>/`` a
 a run that is killed resumes at the first unfinished task, rebuilding the architecture from the
 manifest's last checkpoint before loading its weights. Each task's randomness is seeded from
 (collective seed, task), so a resumed run ends where an uninterrupted one does.
+
+``collective.mode=joint`` runs the same loop over the chunks of one sample stream (datamodules/joint_stream.py)
+with one optimizer and LR schedule for the whole run (collective/joint.py), saved in every checkpoint.
 """
 
 from __future__ import annotations
@@ -16,12 +19,20 @@ import time
 import lightning as L
 import torch
 
+from datamodules.joint_stream import JointDataModule
 from experiments.pipeline import run_files
 from experiments.pipeline.collective.evaluate import evaluate
 from experiments.pipeline.collective.fit import fit_task
 from experiments.pipeline.collective.grow import grow
-from experiments.pipeline.collective.record import CollectiveHistory, prune_checkpoints, record_task
+from experiments.pipeline.collective.joint import RunOptimizer
+from experiments.pipeline.collective.record import (
+    MODE_NOTES,
+    CollectiveHistory,
+    prune_checkpoints,
+    record_task,
+)
 from experiments.pipeline.collective.setup import (
+    final_net,
     fingerprint,
     head_size,
     initial_net,
@@ -38,6 +49,7 @@ from learngene_core.ewc import EWC
 from learngene_core.growth import parse_schedule
 from learngene_core.utils import dist
 from learngene_core.utils.seeding import derive_seed
+from lightning_modules.lr_schedules import resolved_node
 
 log = logging.getLogger("learngene")
 
@@ -49,12 +61,22 @@ def run_collective(ctx: RunContext) -> None:
 
 def _start_manifest(ctx: RunContext, seed: int, fp: dict, stream, dm) -> dict:
     c = ctx.cfg.collective
-    return {
+    manifest = {
         "format": run_files.MANIFEST_FORMAT, "version": run_files.MANIFEST_VERSION, "fingerprint": fp,
         "collective_seed": seed, "mode": c.get("mode", "continual"), "n_tasks": c.n_tasks,
         "stream": [list(task.classes) for task in stream], "class_names": ctx.image_set.class_names,
         "head_order": dm.order, "labels": c.labels, "tau": ctx.cfg.criterion.tau, "tasks": [],
     }  # fmt: skip
+    if isinstance(dm, JointDataModule):
+        plan = dm.plan
+        manifest["joint"] = {
+            "images_per_pass": plan.n_images, "total_samples": plan.total, "passes": plan.passes,
+            "batch_size": plan.batch_size, "optimizer_steps": plan.steps,
+            "task_steps": [[plan.chunk(t).start, plan.chunk(t).stop] for t in range(plan.n_tasks)],
+            "growth": bool(c.joint_growth), "lr_schedule": resolved_node(c.get("lr_schedule"), c.mode),
+            "note": MODE_NOTES["joint"],
+        }  # fmt: skip
+    return manifest
 
 
 def _leaves(d: dict, prefix: str = "") -> dict:
@@ -89,6 +111,9 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
     schedule = (
         parse_schedule(cfg.model.growth.schedule, cfg.model.width_mult) if cfg.model.growth.enabled else []
     )
+    joint = isinstance(dm, JointDataModule)
+    # joint without growth: the final architecture from the start, nothing grown between its tasks
+    fixed_arch = joint and not c.joint_growth
     relative = c.classes_per_task if c.labels == "relative" else None
     csv_path = out / "gradient_stats.csv"
     manifest = run_files.read_manifest(out / "manifest.json")
@@ -105,15 +130,27 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
         else {}
     )
     history = CollectiveHistory(old_metrics, len(done))
+    run_opt = None
     if done:
-        net, ckpt = run_files.load_checkpoint(out / done[-1]["checkpoint"], expect_task=done[-1]["task"])
+        path = out / done[-1]["checkpoint"]
+        net, ckpt = run_files.load_checkpoint(path, expect_task=done[-1]["task"])
         if ewc and ckpt.get("ewc"):
             ewc.load_state_dict(ckpt["ewc"])
         start = done[-1]["task"] + 1
+        if joint:
+            run_opt = RunOptimizer(cfg, net, dm.plan.steps)
+            run_opt.load_state_dict(ckpt.get("optimizer"), str(path))
         if start < c.n_tasks:
             log.info("collective seed %d: resuming at task %d of %d (%s)", seed, start, c.n_tasks, out)
     else:
-        net, start = initial_net(cfg, image_set, head_size(cfg, dm, 0), seed), 0
+        if fixed_arch:
+            net = final_net(cfg, image_set, head_size(cfg, dm, 0), seed, schedule[: c.n_tasks - 1])
+        else:
+            net = initial_net(cfg, image_set, head_size(cfg, dm, 0), seed)
+        start = 0
+        run_opt = RunOptimizer(cfg, net, dm.plan.steps) if joint else None
+    if fixed_arch:
+        schedule = []
     if dist.is_rank_zero():
         truncate_rows(csv_path, start)
     dist.barrier()
@@ -130,8 +167,10 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
             L.seed_everything(derive_seed(seed, "collective-task", t), workers=True, verbose=False)
             head = head_size(cfg, dm, t) if (c.labels == "global" and c.head == "growing") else None
             growth = grow(net, t, schedule, ewc, seed, cfg.model.growth.noise, head)
+            if run_opt is not None and growth is not None:
+                run_opt.rebuild(net)
             label = f"collective seed {seed} task {t + 1}/{c.n_tasks}"
-            fitted = fit_task(ctx, net, t, dm, ewc, relative, csv_path, probe_x, step, label)
+            fitted = fit_task(ctx, net, t, dm, ewc, relative, csv_path, probe_x, step, label, run_opt)
             net, step = fitted.net, fitted.step_end
             if ewc:
                 ewc.consolidate(
@@ -148,7 +187,10 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
                          "time_s": round(elapsed, 2), "fit_time_s": round(fitted.seconds, 2),
                          "samples": fitted.samples, "processes": fitted.processes, "step_end": fitted.step_end,
                          "gradient_stats_rank_disagreement": fitted.rank_disagreement}  # fmt: skip
-                record_task(out, t, net, ewc, dm.order, manifest, entry, history, manifest["mode"])
+                if joint:
+                    entry["optimizer_steps"] = [dm.plan.chunk(t).start, dm.plan.chunk(t).stop]
+                record_task(out, t, net, ewc, dm.order, manifest, entry, history, manifest["mode"],
+                            run_opt.state_dict() if run_opt is not None else None)  # fmt: skip
                 prune_checkpoints(out, manifest, c.keep_checkpoints, cfg.criterion.after_task)
             dist.barrier()
             row, trow, ow = ev.class_il, ev.task_il, ev.open_world

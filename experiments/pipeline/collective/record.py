@@ -20,6 +20,21 @@ OPEN_WORLD_DEFINITION = (
     "AUROC with known as positive; fpr95 = false-positive rate at 95% true-positive rate"
 )
 
+# what a "task" is in the modes other than continual (metrics.json: mode_note)
+MODE_NOTES = {
+    "joint": (
+        "joint ancestor: one seeded stream over all base-class training images (every pass a fresh "
+        "permutation), one optimizer and LR schedule for the whole run, as many sample-steps as the continual "
+        "stream; a 'task' is one of n_tasks equal consecutive chunks of the run's optimizer steps (checkpoint, "
+        "evaluation and per-task criterion statistics at its end), and an 'epoch' of a task is a near-equal "
+        "slice of its chunk, not a pass over the data"
+    ),
+    "joint_phases": (
+        "joint phases: task t is a phase over all base classes on a seeded subset of as many training images "
+        "as continual task t has, for the same epochs, with a fresh optimizer per phase"
+    ),
+}
+
 
 class CollectiveHistory:
     """The per-task metrics of one collective run, rebuilt from metrics.json on resume."""
@@ -67,8 +82,10 @@ class CollectiveHistory:
         til = full(self.task_il)
         til["chance"] = 1.0 / task_classes
         til["definition"] = "task-incremental: argmax over the head rows of the evaluated task's own classes"
+        note = {"mode_note": MODE_NOTES[mode]} if mode in MODE_NOTES else {}
         return {
             "mode": mode,
+            **note,
             "class_incremental": cil,
             "task_incremental": til,
             "open_world": self.open_world,
@@ -79,11 +96,11 @@ class CollectiveHistory:
 
 
 def record_task(out: Path, t: int, net: BlockNet, ewc: EWC | None, order: list[int], manifest: dict,
-                entry: dict, history: CollectiveHistory, mode: str) -> None:  # fmt: skip
+                entry: dict, history: CollectiveHistory, mode: str, optimizer: dict | None = None) -> None:  # fmt: skip
     """Checkpoint, metrics and manifest of task ``t`` (rank 0; the manifest last, so it never names a
-    checkpoint that is not there)."""
+    checkpoint that is not there). ``optimizer``: the joint run's optimizer and scheduler state."""
     ckpt = out / f"task_{t:02d}.pt"
-    run_files.save_checkpoint(ckpt, t, net, ewc, order)
+    run_files.save_checkpoint(ckpt, t, net, ewc, order, optimizer)
     manifest["tasks"].append({**entry, "checkpoint": ckpt.name, "widths": net.widths,
                               "distinct_filters": net.distinct_filters(),
                               "nearest_filter_distance": net.nearest_filter_distances(), "block_names": net.block_names,

@@ -9,11 +9,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from datamodules.joint_stream import JointDataModule
 from datamodules.sequential_tasks import SequentialTasksDataModule
 from experiments.pipeline import run_files
-from learngene_core.backbones.base import BlockNet
+from learngene_core.backbones.base import BlockNet, build_net
 from learngene_core.data.image_set import ImageSet
-from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream
+from learngene_core.data.joint_plan import JointPlan
+from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream, train_subset
 from learngene_core.utils.seeding import derive_seed
 
 # keys of the collective node that do not change stage 1's results (a resumed run may differ in them)
@@ -25,6 +27,11 @@ def fingerprint(cfg, seed: int) -> dict:
     keep = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "collective")}
     for k in NOT_RESULT_KEYS:
         keep["collective"].pop(k, None)
+    # keys added with the joint ancestor: left out where they change nothing, so earlier continual runs resume
+    if keep["collective"].get("lr_schedule", 0) is None:
+        keep["collective"].pop("lr_schedule")
+    if keep["collective"].get("mode") != "joint":
+        keep["collective"].pop("joint_growth", None)
     keep["data"].pop("on_device", None)
     keep["seed"] = seed
     keep["criterion"] = {k: cfg.criterion[k] for k in ("tau", "probe_images", "fisher_samples")}
@@ -35,26 +42,58 @@ def fingerprint(cfg, seed: int) -> dict:
     return {"digest": digest, "config": keep}
 
 
+JOINT_MODES = ("joint", "joint_phases")
+
+
 def make_stream(cfg, image_set: ImageSet, seed: int) -> list[StreamTask]:
-    """The continual task stream; in ``joint`` mode, the joint phases with the same number of sample-steps."""
+    """The continual task stream; in the joint modes, as many tasks over all base classes with the same
+    number of sample-steps in all (``joint``: the chunks of :func:`joint_plan`; ``joint_phases``: phases of
+    as many images per epoch as the matching continual task)."""
     c = cfg.collective
-    joint = c.mode == "joint"
+    if c.mode == "joint":
+        plan = joint_plan(cfg, image_set, seed)
+        base = tuple(int(k) for k in image_set.groups["base"])
+        return [StreamTask(t, base, plan.samples_in(plan.chunk(t))) for t in range(plan.n_tasks)]
+    joint = c.mode in JOINT_MODES
     stream = make_task_stream(
         image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, c.replacement or joint,
         open_world=image_set.groups["open_world"], open_world_enters_at=c.open_world_enters_at,
     )  # fmt: skip
     if not joint:
         return stream
+    return joint_phases(stream, image_set.groups["base"], continual_task_sizes(cfg, image_set, stream, seed))
+
+
+def continual_task_sizes(cfg, image_set: ImageSet, stream: list[StreamTask], seed: int) -> list[int]:
+    """Training images per epoch of each task of the continual ``stream``."""
     dm = SequentialTasksDataModule(
-        image_set, stream, train_per_class=c.train_per_class, seed=seed, on_device=False
+        image_set, stream, train_per_class=cfg.collective.train_per_class, seed=seed, on_device=False
     )
-    return joint_phases(stream, image_set.groups["base"], [dm.task_size(t.index) for t in stream])
+    return [dm.task_size(t.index) for t in stream]
+
+
+def joint_plan(cfg, image_set: ImageSet, seed: int) -> JointPlan:
+    """``collective.mode=joint``: every base training image once per pass, for as many sample-steps as the
+    continual stream of this seed (sum of its task sizes x epochs), in ``n_tasks`` equal chunks."""
+    c = cfg.collective
+    stream = make_task_stream(image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, True)
+    total = sum(continual_task_sizes(cfg, image_set, stream, seed)) * c.epochs
+    by_class = {
+        k: v.numpy()
+        for k, v in image_set.indices_by_class("train").items()
+        if k in set(image_set.groups["base"])
+    }
+    n_images = sum(len(v) for v in train_subset(by_class, c.train_per_class, seed).values())
+    return JointPlan(n_images, total, c.batch_size, c.n_tasks, c.epochs, seed)
 
 
 def make_datamodule(
     cfg, image_set: ImageSet, stream: list[StreamTask], augment, seed: int
 ) -> SequentialTasksDataModule:
     c = cfg.collective
+    if c.mode == "joint":
+        plan = joint_plan(cfg, image_set, seed)
+        return JointDataModule(image_set, stream, plan, augment, c.train_per_class, seed, cfg.data.on_device)
     return SequentialTasksDataModule(
         image_set, stream, c.batch_size, augment, c.labels, c.train_per_class, seed, cfg.data.on_device
     )
@@ -67,6 +106,22 @@ def initial_net(cfg, image_set: ImageSet, head: int, seed: int) -> BlockNet:
         return instantiate(cfg.model.net)(
             input_size=cfg.data.image_size, in_channels=image_set.channels, num_classes=head
         )
+
+
+def final_net(cfg, image_set: ImageSet, head: int, seed: int, schedule: list[dict]) -> BlockNet:
+    """The architecture the growth ``schedule`` ends at (the continual run's last: pass its first n_tasks - 1
+    entries), freshly initialised (seeded): the joint ancestor without growth (``collective.joint_growth=false``)
+    trains it from the start."""
+    from experiments.pipeline.collective.grow import apply_growth
+
+    net = initial_net(cfg, image_set, head, seed)
+    if not schedule:
+        return net
+    for i, step in enumerate(schedule):
+        apply_growth(net, step, None, derive_seed(seed, "grow", i + 1), 0.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "collective-init-final"))
+        return build_net(net.spec)
 
 
 def head_size(cfg, dm: SequentialTasksDataModule, t: int) -> int:
