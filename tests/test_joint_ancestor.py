@@ -248,3 +248,12 @@ def test_killed_joint_run_resumes_exactly(joint_run, tmp_path, monkeypatch):
     va = {key(r): r["value"] for r in read_rows(straight / C0 / "gradient_stats.csv")}
     vb = {key(r): r["value"] for r in read_rows(resumed / C0 / "gradient_stats.csv")}
     assert va == vb and np.isfinite(list(va.values())).all()
+
+
+def test_continual_fingerprint_is_unchanged_by_the_joint_keys_and_joint_records_its_schedule():
+    from experiments.pipeline.collective.setup import fingerprint
+
+    cont = fingerprint(compose(TINY), 0)["config"]["collective"]
+    assert "lr_schedule" not in cont and "joint_growth" not in cont  # earlier continual runs still resume
+    joint = fingerprint(compose(JOINT), 0)["config"]["collective"]
+    assert joint["lr_schedule"]["_target_"].endswith("warmup_cosine") and joint["joint_growth"] is False

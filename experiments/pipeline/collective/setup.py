@@ -17,6 +17,7 @@ from learngene_core.data.image_set import ImageSet
 from learngene_core.data.joint_plan import JointPlan
 from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream, train_subset
 from learngene_core.utils.seeding import derive_seed
+from lightning_modules.lr_schedules import resolved_node
 
 # keys of the collective node that do not change stage 1's results (a resumed run may differ in them)
 NOT_RESULT_KEYS = ("keep_checkpoints", "eval_batch_size", "seeds")
@@ -29,7 +30,10 @@ def fingerprint(cfg, seed: int) -> dict:
         keep["collective"].pop(k, None)
     # keys added with the joint ancestor: left out where they change nothing, so earlier continual runs resume
     if keep["collective"].get("lr_schedule", 0) is None:
-        keep["collective"].pop("lr_schedule")
+        if keep["collective"].get("mode") == "joint":  # the default it stands for
+            keep["collective"]["lr_schedule"] = resolved_node(None, "joint")
+        else:
+            keep["collective"].pop("lr_schedule")
     if keep["collective"].get("mode") != "joint":
         keep["collective"].pop("joint_growth", None)
     keep["data"].pop("on_device", None)
