@@ -6,7 +6,8 @@ penalty is (lambda / 2) * sum_p F_p (theta_p - theta*_p)^2.
 
 Growth: when the network widens, anchors are widened exactly like the weights (so the penalty is zero
 right after a widening when the weights equal their anchors) and Fisher values are widened to the
-Fisher of the widened network at the same point (see :meth:`WideningMap.transform`). New head rows and
+Fisher of the widened network at the same point (see :meth:`WideningMap.transform`; exact for the widened
+block's own parameters only without growth noise, docs/method.md gives the error with it). New head rows and
 deepened blocks get zero Fisher. (The original code's EWC term always evaluated to zero because its
 buffers were registered on the wrong object.)
 """
