@@ -70,10 +70,11 @@ def run_summary(run: Path) -> dict:
             entry["scratch"] = {"accuracy": by["scratch"]["mean"], "accuracy_ci95": by["scratch"]["ci95"]}
         j = res.get("judgement", {}).get(shots)
         if j:
-            best = next(r for r in j["rows"] if r["window"] == j["best_window"])
-            entry["best_window"] = {"window": j["best_window"], "gain": best["gain"]["mean_diff"],
-                                    "gain_ci95": best["gain"]["ci95"]}  # fmt: skip
-            entry["best_statistic"] = j.get("best_statistic")
+            c = j.get("chosen_on_validation") or {}
+            entry["chosen_window"] = ({"window": c["window"], "validation_gain": c["window_validation_gain"],
+                                       "test": c["window_test_gain"]} if c else None)  # fmt: skip
+            entry["chosen_statistic"] = ({"statistic": c["statistic"], "test": c["statistic_test_gain"]}
+                                         if c.get("statistic") else None)  # fmt: skip
             entry["statistics"] = {s: {"spearman": v["spearman_score_vs_gain"], "picked_gain": v["picked_gain"],
                                        "picked": v["picked"]} for s, v in j["statistics"].items()}  # fmt: skip
         out["shots"][shots] = entry
@@ -84,33 +85,37 @@ def _pp(x: float | None, signed: bool = True) -> str:
     return "n/a" if x is None else (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}")
 
 
+def _ci(p: dict | None) -> str:
+    return "n/a" if not p else f"{_pp(p['mean_diff'])} ± {_pp(p['ci95'], False)}"
+
+
 def to_markdown(comp: dict) -> str:
     lines = ["# Learngene gain against the ancestor's budget", "",
-             "Paired gain = learngene minus scratch on the same target tasks (mean ± 95 % CI, points; Wilcoxon p). "
-             "Compute = the ancestor's training sample-steps. Linear probe and ProtoNet: their own paired difference "
-             "to scratch, as reference lines.", ""]  # fmt: skip
+             "Paired gain = learngene minus scratch on the same target tasks (mean ± 95 % CI, points; the target task "
+             "is the unit, two-level over collective seeds; t-test p). Compute = the ancestor's training sample-steps. "
+             "Linear probe and ProtoNet: their own paired difference to scratch, as reference lines. Window and "
+             "statistic: chosen on the held-out validation tasks, their gain measured on the test tasks.", ""]  # fmt: skip
     for shots in comp["shots"]:
         lines += [f"## {shots}-shot", "",
                   "| ancestor | epochs/task | compute (samples) | collective seeds | learngene | scratch | gain vs scratch "
-                  "| p | linear probe vs scratch | ProtoNet vs scratch | best window (gain) | best statistic |",
+                  "| p | linear probe vs scratch | ProtoNet vs scratch | window chosen on validation: test gain "
+                  "| statistic chosen on validation: test gain of its picks |",
                   "| --- " * 12 + "|"]  # fmt: skip
         for r in comp["runs"]:
             e = r["shots"].get(shots)
             if not e or "learngene" not in e:
                 continue
             row = e["learngene"]
-            refs = [
-                f"{_pp(e[m]['mean_diff'])} ± {_pp(e[m]['ci95'], False)}" if m in e else "n/a"
-                for m in REFERENCES
-            ]
-            bw = e.get("best_window")
-            best = f"{bw['window']} ({_pp(bw['gain'])})" if bw else "n/a"
-            p = "n/a" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.3g}"
+            refs = [_ci(e.get(m)) for m in REFERENCES]
+            cw, cs_ = e.get("chosen_window"), e.get("chosen_statistic")
+            best = f"{cw['window']}: {_ci(cw['test'])}" if cw else "n/a"
+            stat = f"{cs_['statistic']}: {_ci(cs_['test'])}" if cs_ else "n/a"
+            p = "n/a" if row.get("p") is None else f"{row['p']:.2g}"
             scratch = _pp(e["scratch"]["accuracy"], False) if "scratch" in e else "n/a"
             lines.append(
                 f"| {r['mode']} | {r['epochs_per_task']} | {r['compute_samples']:.3g} | {len(r['collective_seeds'])} "
                 f"| {_pp(row['accuracy'], False)} | {scratch} | {_pp(row['mean_diff'])} ± {_pp(row['ci95'], False)} "
-                f"| {p} | {refs[0]} | {refs[1]} | {best} | {e.get('best_statistic') or 'n/a'} |"
+                f"| {p} | {refs[0]} | {refs[1]} | {best} | {stat} |"
             )
         lines.append("")
     return "\n".join(lines)

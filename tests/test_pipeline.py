@@ -57,10 +57,10 @@ def test_full_pipeline_writes_every_artifact(full_run):
     assert set(rows) == {"learngene", "scratch", "finetune", "linear_probe", "prototype", "protonet", "maml"}
     for r in rows.values():
         assert r["n"] == 2 and 0 <= r["mean"] <= 1 and r["ci95"] is not None and len(r["accuracies"]) == 2
-        assert (
-            set(r["paired"]) == {"vs", "mean_diff", "ci95", "p_wilcoxon", "n"}
-            and r["paired"]["vs"] == "scratch"
+        assert {"vs", "mean_diff", "ci95", "p", "p_wilcoxon", "n", "unit", "collective_seeds"} <= set(
+            r["paired"]
         )
+        assert r["paired"]["vs"] == "scratch" and r["paired"]["unit"] == "target task"
         assert r["paired"]["n"] == 2
         diff = sum(a - b for a, b in zip(r["accuracies"], rows["scratch"]["accuracies"])) / 2
         assert r["paired"]["mean_diff"] == pytest.approx(diff)
@@ -74,7 +74,16 @@ def test_full_pipeline_writes_every_artifact(full_run):
         assert r["inherit"]["n"] == r["scratch"]["n"] == r["gain"]["n"] == 2
         assert r["gain"]["mean_diff"] == pytest.approx(r["inherit"]["mean"] - r["scratch"]["mean"])
         assert {"paper_signed_frac", "weight_change", "cka_drift", "fisher_importance"} <= set(r["scores"])
-    assert judgement["best_window"] == max(judgement["rows"], key=lambda r: r["gain"]["mean_diff"])["window"]
+    # the window and the statistic are chosen on the validation tasks, and reported with their test gains
+    chosen = judgement["chosen_on_validation"]
+    by_val = max(judgement["rows"], key=lambda r: r["validation_gain"]["mean_diff"])
+    assert chosen["window"] == by_val["window"] and chosen["window_test_gain"] == by_val["gain"]
+    assert all(r["validation_gain"]["n"] == 2 for r in judgement["rows"])
+    raw = json.loads((out / "individual/results_raw.json").read_text())
+    val = [e for e in raw["entries"].values() if e.get("split") == "validation"]
+    assert val and {e["method"] for e in val} == {"judgement"}
+    val_tasks = {(t["seed"], t["task"]) for e in val for t in raw["computations"][e["computation"]]["tasks"]}
+    assert {s for s, _ in val_tasks} == {1000}  # other seeds than the test tasks' (individual.seeds=[0])
     assert {"paper_signed_frac", "weight_change"} <= set(judgement["statistics"])
     learngene = json.loads((out / L0 / "learngene.json").read_text())
     assert (
@@ -317,7 +326,8 @@ def test_budget_scaling_multirun_and_its_comparison(tmp_path):
     assert cont[1]["compute_samples"] == 2 * cont[0]["compute_samples"]
     for r in comp["runs"]:
         e = r["shots"]["5"]
-        assert {"learngene", "linear_probe", "protonet", "scratch", "best_window", "statistics"} <= set(e)
+        assert {"learngene", "linear_probe", "protonet", "scratch", "chosen_window", "statistics"} <= set(e)
+        assert e["chosen_window"]["test"]["unit"] == "target task"
     assert (sweep / "comparison.md").is_file() and (sweep / "plots" / "gain_vs_budget.png").is_file()
     bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare.py"), str(tmp_path / "nothing")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -382,4 +392,5 @@ def test_a_pair_of_computations_shared_by_collective_seeds_counts_once():
     once = _paired(protonet, scratch)
     alone = _paired(Gathered(dict(list(protonet.by_task.items())[:10]), {0: "P"}), scratch)
     assert once["n"] == 10 and once == alone
-    assert _paired(learngene, scratch)["n"] == 30
+    both = _paired(learngene, scratch)  # the unit is the target task: 10, with three collective seeds in it
+    assert both["n"] == 10 and both["collective_seeds"] == 3

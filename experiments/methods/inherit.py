@@ -69,7 +69,12 @@ def scratch(m: MethodContext) -> list[Job]:
     return [inherit_job(m, m.learngene, False, "scratch")]
 
 
-@register_method("judgement", "judgement (every window, inherited and from scratch)", needs_collective=True)
+@register_method(
+    "judgement",
+    "judgement (every window, inherited and from scratch)",
+    needs_collective=True,
+    validation=True,
+)
 def judgement(m: MethodContext) -> list[Job]:
     net, k = m.collective, len(m.learngene.blocks)
     jobs = []

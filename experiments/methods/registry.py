@@ -60,18 +60,27 @@ class Method:
     plan: Callable[[MethodContext], list[Job]]
     needs_collective: bool = False  # reads the collective network itself (not only the learngene)
     config_keys: tuple[str, ...] | None = ()  # the keys of its config node (None: not checked)
+    validation: bool = (
+        False  # its jobs also run on the held-out validation tasks (the report chooses among its arms)
+    )
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register_method(
-    name: str, label: str, needs_collective: bool = False, config_keys: tuple[str, ...] | None = ()
+    name: str,
+    label: str,
+    needs_collective: bool = False,
+    config_keys: tuple[str, ...] | None = (),
+    validation: bool = False,
 ) -> Callable[[Callable], Callable]:
-    """``config_keys``: the keys its config node may hold (others are refused as typos); None: any."""
+    """``config_keys``: the keys its config node may hold (others are refused as typos); None: any.
+    ``validation``: its jobs also run on the held-out validation tasks (``individual.validation``), where the
+    report chooses among its arms before looking at the test tasks."""
 
     def deco(fn: Callable[[MethodContext], list[Job]]) -> Callable:
-        METHODS[name] = Method(name, label, fn, needs_collective, config_keys)
+        METHODS[name] = Method(name, label, fn, needs_collective, config_keys, validation)
         return fn
 
     return deco

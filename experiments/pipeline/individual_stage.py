@@ -24,6 +24,7 @@ from experiments.methods.registry import MethodContext, get_method
 from experiments.pipeline import run_files
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
+from experiments.pipeline.run_files import VALIDATION
 from learngene_core.artifact import Learngene, load_learngene
 from learngene_core.data.target_tasks import make_target_task_grid
 from learngene_core.utils import dist
@@ -32,7 +33,7 @@ from learngene_core.utils.io import atomic_write_json
 log = logging.getLogger("learngene")
 # individual.* keys that do not change the numbers (how tasks are grouped for training, where caches live; the
 # shot count is part of every key on its own, so runs with other shot lists share their common computations)
-NOT_RESULT_KEYS = ("batched", "task_batch", "stacking", "cache_dir", "shots")
+NOT_RESULT_KEYS = ("batched", "task_batch", "stacking", "cache_dir", "shots", "validation")
 
 
 def target_tasks(ctx: RunContext, shots: int):
@@ -46,6 +47,18 @@ def target_tasks(ctx: RunContext, shots: int):
         protocol=icfg.protocol,
         queries=icfg.queries,
     )
+
+
+def validation_tasks(ctx: RunContext, shots: int):
+    """The held-out target tasks on which the report chooses (``individual.validation``): other seeds, drawn from
+    the group's classes, support and queries both from its *training* images (episodic), so that no test image
+    informs a choice. Empty when ``individual.validation.n_tasks`` is 0."""
+    icfg = ctx.cfg.individual
+    v = icfg.validation
+    if v.n_tasks == 0:
+        return []
+    return make_target_task_grid(ctx.image_set, v.n_tasks, icfg.ways, shots, list(v.seeds), protocol="episodic",
+                                 queries=v.queries, group=v.group)  # fmt: skip
 
 
 def shared_settings(ctx: RunContext, kind: str) -> dict:
@@ -122,19 +135,24 @@ def run_individual(ctx: RunContext) -> dict:
         for seed, learngene in learngenes.items():
             for name in cfg.methods:
                 m = MethodContext(ctx, cfg.methods[name], seed, learngene, int(shots))
-                for job in get_method(name).plan(m):
-                    plan.append((name, int(shots), seed, job))
+                method = get_method(name)
+                for job in method.plan(m):
+                    plan.append((name, int(shots), seed, job, None))
+                    if method.validation and cfg.individual.validation.n_tasks > 0:
+                        plan.append((name, int(shots), seed, job, VALIDATION))
     with stage_progress(disable=not dist.is_rank_zero()) as progress:
         ctx.progress = progress
         bar = progress.add_task("individual", total=len(plan), rate="")
-        for name, shots, seed, job in plan:
-            key = entry_key(name, shots, seed, job.arm)
-            ckey = computation_key(job.identity, shots, settings)
+        validation = OmegaConf.to_container(cfg.individual.validation, resolve=True)
+        for name, shots, seed, job, split in plan:
+            key = entry_key(name, shots, seed, job.arm) + (f"/{split}" if split else "")
+            identity = job.identity if split is None else {**job.identity, "split": split, split: validation}
+            ckey = computation_key(identity, shots, settings)
             progress.update(bar, description=f"individual {key}")
             ctx.progress_label = key
             comp = cache.get(ckey)
             if comp is None:
-                tasks = target_tasks(ctx, shots)
+                tasks = target_tasks(ctx, shots) if split is None else validation_tasks(ctx, shots)
                 t0 = time.perf_counter()
                 results, info = job.run(tasks)
                 comp = {"info": info, "tasks": [r.to_dict() for r in results],
@@ -144,7 +162,7 @@ def run_individual(ctx: RunContext) -> dict:
                 log.info("individual %s: mean acc %.3f over %d tasks (%.0fs)", key, sum(accs) / len(accs), len(accs),
                          comp["wall_time_s"])  # fmt: skip
             raw["entries"][key] = {"method": name, "shots": shots, "collective_seed": seed, "arm": job.arm,
-                                   "computation": ckey, **job.extra}  # fmt: skip
+                                   "computation": ckey, **job.extra, **({"split": split} if split else {})}  # fmt: skip
             if dist.is_rank_zero():
                 atomic_write_json(raw_path, raw)
             progress.advance(bar)

@@ -105,7 +105,7 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
     S, tasks, result = by_stat[cr.statistic]
     start = result.start if cr.window is None else int(cr.window)
     learngene = extract_learngene(net, start, k)
-    forced = cr.window is not None and cr.window != result.start
+    forced = cr.window is not None  # the window was set by criterion.window, not chosen by the statistic
     stat_info = {
         name: {
             "description": STATISTICS[name].description if name in STATISTICS else None,
@@ -122,7 +122,7 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
         "collective_seed": seed,
         "selected": {"start": start, "blocks": learngene.names, "widths": [b.out_channels for b in learngene.blocks],
                      "parameters": learngene.num_parameters(), "forced_by_config": forced,
-                     "rule_choice": result.names},
+                     "chosen_by": "criterion.window" if forced else cr.statistic, "rule_choice": result.names},
         "paper_choice": net.block_names[-k:],
         "is_paper_choice": learngene.names == net.block_names[-k:],
         "statistic": cr.statistic,

@@ -117,6 +117,11 @@ def plot_judgement(rows: list[dict], path: Path, title: str, ways: int) -> Path:
     lo, hi = np.clip(gain - gci, -100, 100), np.clip(gain + gci, -100, 100)  # a difference of accuracies
     colors = ["tab:red" if r["selected_in_seeds"] else "tab:blue" for r in rows]
     ax2.bar(x, gain, yerr=[gain - lo, hi - gain], color=colors, capsize=2)
+    val = [
+        (i, 100 * r["validation_gain"]["mean_diff"]) for i, r in enumerate(rows) if r.get("validation_gain")
+    ]
+    if val:
+        ax2.scatter(*zip(*val), color="k", marker="D", s=14, zorder=3, label="gain on the validation tasks")
     ax2.axhline(0, color="k", lw=1, label="scratch (no gain)")
     ax2.set_ylabel("paired gain over scratch\n(points, 95% CI; red: selected)")
     ax2.set_xticks(x, [r["window"] for r in rows], rotation=45, ha="right", fontsize=8)

@@ -19,21 +19,26 @@ from omegaconf import OmegaConf
 from experiments.methods.registry import get_method, method_names
 from experiments.pipeline import run_files
 from experiments.pipeline.context import RunContext, is_wandb
+from experiments.pipeline.run_files import VALIDATION
 from learngene_core.errors import CheckpointError
-from learngene_core.metrics.stats import mean_ci95, paired_difference, spearman
+from learngene_core.metrics.stats import mean_ci95, paired_over_tasks, spearman, two_level_mean
 from learngene_core.utils import dist
 from learngene_core.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("learngene")
 CI_TEXT = (
-    "95% Student-t interval t(0.975, n-1) * sd / sqrt(n) over the method's distinct results: collective seeds x "
-    "target tasks x seeds for methods that depend on the ancestor, target tasks x seeds for those that do not "
-    "(scratch, the meta-learners). The target tasks are the same for every collective seed, so this interval "
-    "treats task difficulty as independent across collective seeds; the paired difference removes it"
+    "The unit is the target task: results of one computation per collective seed are averaged per task first, "
+    "so n is the number of target tasks (never tasks x collective seeds). With one collective seed (or a method "
+    "that does not depend on the ancestor: scratch, the meta-learners) the 95% interval is Student t over the "
+    "tasks; with several it is a two-level estimate (collective seed x target task random effects, Satterthwaite "
+    "degrees of freedom) whose between-seed part widens it when the ancestors differ; between_seed_sd is the "
+    "spread of the per-seed means"
 )
 PAIRED_TEXT = (
-    "paired: method minus scratch on the same (collective seed, seed, task); mean, 95% Student-t interval of the "
-    "differences, two-sided Wilcoxon signed-rank p. Pairing removes each task's own difficulty"
+    "paired: method minus scratch on the same target tasks (same classes, shots, seeds), the task as the unit as "
+    "for the accuracies: mean, 95% interval, p = two-sided t test of the same estimate; p_wilcoxon = two-sided "
+    "Wilcoxon signed-rank test over the per-task mean differences. A pair of computations that several collective "
+    "seeds share counts once. Pairing removes each task's own difficulty"
 )
 
 
@@ -82,26 +87,45 @@ def gather_entries(raw: dict, entries: list[dict]) -> Gathered:
 
 
 def _summary(g: Gathered) -> dict:
-    vals = [g.unique[k] for k in sorted(g.unique)]
-    mean, ci = mean_ci95(vals)
-    return {"mean": mean, "ci95": ci, "n": len(vals), "accuracies": vals,
+    """Mean accuracy and its interval with the target task as the unit (:func:`two_level_mean` over one row per
+    distinct computation); ``accuracies`` lists every distinct result."""
+    rows: dict[str, dict] = {}
+    for (comp, seed, task), acc in g.unique.items():
+        rows.setdefault(comp, {})[(seed, task)] = acc
+    tasks = sorted(set.intersection(*(set(r) for r in rows.values())))
+    est = two_level_mean([[rows[c][t] for t in tasks] for c in sorted(rows)])
+    return {**est, "accuracies": [g.unique[k] for k in sorted(g.unique)],
             "parameters": g.info.get("parameters"), "inherited_parameters": g.info.get("inherited_parameters"),
             "train_time_s": sum(g.times) / len(g.times) if g.times else None}  # fmt: skip
 
 
-def _paired(g: Gathered, ref: Gathered | None) -> dict | None:
-    """Paired difference on the tasks both have. A pair of computations that several collective seeds share
-    (ProtoNet and scratch do not depend on the learngene) counts once: repeating it would narrow the interval."""
-    if ref is None:
-        return None
-    pairs = {}
+def _add_pairs(rows: dict, g: Gathered, ref: Gathered, seeds: set | None = None) -> None:
+    """Add ``g`` minus ``ref`` per target task to ``rows``, one row per distinct pair of computations."""
     for k in sorted(set(g.by_task) & set(ref.by_task)):
         cs, seed, task = k
-        pairs.setdefault((g.source[cs], ref.source[cs], seed, task), (g.by_task[k], ref.by_task[k]))
-    if not pairs:
+        if seeds is None or cs in seeds:
+            rows.setdefault((g.source[cs], ref.source[cs]), {})[(seed, task)] = g.by_task[k] - ref.by_task[k]
+
+
+def _paired_rows(rows: dict, vs: str) -> dict | None:
+    """:func:`paired_over_tasks` over the tasks every row has."""
+    if not rows:
         return None
-    a, b = zip(*pairs.values())
-    return {"vs": "scratch", **paired_difference(list(a), list(b))}
+    tasks = sorted(set.intersection(*(set(r) for r in rows.values())))
+    if not tasks:
+        return None
+    return {"vs": vs, **paired_over_tasks([[r[t] for t in tasks] for _, r in sorted(rows.items())])}
+
+
+def _paired(g: Gathered, ref: Gathered | None, vs: str = "scratch") -> dict | None:
+    """Paired difference with the target task as its unit (:func:`paired_over_tasks`): one row of differences per
+    distinct pair of computations (a reference shared by every collective seed is not repeated per seed; a pair
+    that every seed shares, such as ProtoNet and scratch, is one row), over the tasks every row has."""
+    if ref is None:
+        return None
+    rows: dict = {}
+    _add_pairs(rows, g, ref)
+    return _paired_rows(rows, vs)
 
 
 def method_rows(raw: dict, entries: list[dict], methods: list[str]) -> list[dict]:
@@ -122,7 +146,8 @@ def method_rows(raw: dict, entries: list[dict], methods: list[str]) -> list[dict
     return rows
 
 
-def judgement_table(raw: dict, entries: list[dict], lg_infos: dict[int, dict]) -> dict | None:
+def judgement_arms(raw: dict, entries: list[dict]) -> dict[str, tuple[dict, Gathered, Gathered]]:
+    """Per window (in block order): its description, and the gathered inherited and scratch arms."""
     arms: dict[str, dict[str, list[dict]]] = {}
     windows: dict[str, dict] = {}
     for e in entries:
@@ -130,53 +155,89 @@ def judgement_table(raw: dict, entries: list[dict], lg_infos: dict[int, dict]) -
             kind, name = e["arm"].split(":", 1)
             arms.setdefault(name, {}).setdefault(kind, []).append(e)
             windows[name] = e["window"]
+    return {
+        name: (
+            w,
+            gather_entries(raw, arms[name].get("inherit", [])),
+            gather_entries(raw, arms[name].get("scratch", [])),
+        )
+        for name, w in sorted(windows.items(), key=lambda kv: kv[1]["start"])
+    }
+
+
+def _picks_gain(arms: dict, picks: dict[int, str]) -> dict | None:
+    """The paired gain of a statistic's picks: in each collective seed, the window it picked there."""
+    rows: dict = {}
+    for cs, window in picks.items():
+        if window in arms:
+            _, gi, gs = arms[window]
+            _add_pairs(rows, gi, gs, {cs})
+    return _paired_rows(rows, "the window's scratch")
+
+
+def judgement_table(
+    raw: dict, entries: list[dict], lg_infos: dict[int, dict], validation: list[dict] | None = None
+) -> dict | None:
+    """Per window: the paired gain on the test tasks. Chosen *before looking at them*: the window with the
+    largest paired gain on the held-out validation tasks, and the statistic whose picks gain most there; each
+    choice is then reported with its gain on the test tasks only (a maximum over windows taken on the test tasks
+    themselves would be biased upwards)."""
+    arms = judgement_arms(raw, entries)
     if not arms:
         return None
+    val_arms = judgement_arms(raw, validation or [])
     rows = []
-    gains_by_seed: dict[str, dict[int, float]] = {}
-    for name, w in sorted(windows.items(), key=lambda kv: kv[1]["start"]):
-        gi = gather_entries(raw, arms[name].get("inherit", []))
-        gs = gather_entries(raw, arms[name].get("scratch", []))
-        inh, scr = gi.by_task, gs.by_task
-        gain = _paired(gi, gs) if inh and scr else None
-        per_seed = {}
-        for cs in sorted({k[0] for k in inh}):
-            ks = [k for k in inh if k[0] == cs and k in scr]
-            if ks:
-                per_seed[cs] = float(np.mean([inh[k] - scr[k] for k in ks]))
-        gains_by_seed[name] = per_seed
+    for name, (w, gi, gs) in arms.items():
         selected = {
             cs for cs, info in lg_infos.items() if info.get("selected", {}).get("start") == w["start"]
         }
+        val_gain = _paired(*val_arms[name][1:], vs="the window's scratch") if name in val_arms else None
         rows.append({
             "window": name, "start": w["start"], "blocks": w["blocks"], "selected_in_seeds": sorted(selected),
             "parameters": gi.info.get("parameters"), "inherited_parameters": gi.info.get("inherited_parameters"),
-            "inherit": _summary(gi) if inh else None,
-            "scratch": _summary(gs) if scr else None,
-            "gain": gain,
+            "inherit": _summary(gi) if gi.by_task else None,
+            "scratch": _summary(gs) if gs.by_task else None,
+            "gain": _paired(gi, gs, vs="the window's scratch") if gi.by_task and gs.by_task else None,
+            "validation_gain": val_gain,
             "scores": window_scores(lg_infos, w["start"]),
         })  # fmt: skip
-    scored = [r for r in rows if r["gain"] is not None]
-    best = max(scored, key=lambda r: r["gain"]["mean_diff"])["window"] if scored else None
     stats = {}
     for stat in sorted({s for r in rows for s in r["scores"]}):
-        pts = [(r["scores"][stat], r["gain"]["mean_diff"]) for r in scored if stat in r["scores"]]
         picks = {cs: info["all_statistics"][stat]["picked"] for cs, info in lg_infos.items()
                  if stat in info.get("all_statistics", {})}  # fmt: skip
-        pick_labels = {cs: f"{p['blocks'][0]}-{p['blocks'][-1]}" for cs, p in picks.items()}
-        pick_gains = [gains_by_seed.get(lbl, {}).get(cs) for cs, lbl in pick_labels.items()]
-        pick_gains = [g for g in pick_gains if g is not None]
+        labels = {cs: f"{p['blocks'][0]}-{p['blocks'][-1]}" for cs, p in picks.items()}
+        test_pts = [
+            (r["scores"][stat], r["gain"]["mean_diff"]) for r in rows if r["gain"] and stat in r["scores"]
+        ]
+        val_pts = [(r["scores"][stat], r["validation_gain"]["mean_diff"])
+                   for r in rows if r["validation_gain"] and stat in r["scores"]]  # fmt: skip
         stats[stat] = {
-            "spearman_score_vs_gain": spearman([p[0] for p in pts], [p[1] for p in pts]) if pts else None,
-            "picked": {str(cs): lbl for cs, lbl in pick_labels.items()},
-            "picked_gain": float(np.mean(pick_gains)) if pick_gains else None,
-            "picks_best": bool(pick_labels) and all(lbl == best for lbl in pick_labels.values()),
+            "spearman_score_vs_gain": spearman(*zip(*test_pts)) if test_pts else None,
+            "spearman_score_vs_validation_gain": spearman(*zip(*val_pts)) if val_pts else None,
+            "picked": {str(cs): lbl for cs, lbl in labels.items()},
+            "picked_gain": _picks_gain(arms, labels),
+            "picked_validation_gain": _picks_gain(val_arms, labels),
         }
-    ranked = sorted((s for s in stats if stats[s]["picked_gain"] is not None),
-                    key=lambda s: stats[s]["picked_gain"], reverse=True)  # fmt: skip
-    return {"rows": rows, "best_window": best, "statistics": stats,
-            "best_statistic": ranked[0] if ranked else None,
-            "statistics_picking_best": [s for s in stats if stats[s]["picks_best"]]}  # fmt: skip
+    return {"rows": rows, "statistics": stats, "chosen_on_validation": choose_on_validation(rows, stats)}
+
+
+def choose_on_validation(rows: list[dict], stats: dict) -> dict | None:
+    """The window and the statistic chosen on the validation tasks, with their gains on the test tasks."""
+    scored = [r for r in rows if r["validation_gain"]]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: r["validation_gain"]["mean_diff"])
+    ranked = sorted((s for s, v in stats.items() if v["picked_validation_gain"]),
+                    key=lambda s: stats[s]["picked_validation_gain"]["mean_diff"], reverse=True)  # fmt: skip
+    stat = ranked[0] if ranked else None
+    return {
+        "window": best["window"],
+        "window_validation_gain": best["validation_gain"]["mean_diff"],
+        "window_test_gain": best["gain"],
+        "statistic": stat,
+        "statistic_validation_gain": stats[stat]["picked_validation_gain"]["mean_diff"] if stat else None,
+        "statistic_test_gain": stats[stat]["picked_gain"] if stat else None,
+    }
 
 
 def window_scores(lg_infos: dict[int, dict], start: int) -> dict[str, float]:
@@ -255,9 +316,10 @@ def build_results(ctx: RunContext) -> dict:
     methods = list(cfg.methods)
     tables, judgement = {}, {}
     for shots in sorted({e["shots"] for e in entries}):
-        es = [e for e in entries if e["shots"] == shots]
+        es = [e for e in entries if e["shots"] == shots and e.get("split") is None]
+        held_out = [e for e in entries if e["shots"] == shots and e.get("split") == VALIDATION]
         tables[str(shots)] = method_rows(raw, es, methods)
-        j = judgement_table(raw, es, lg_infos)
+        j = judgement_table(raw, es, lg_infos, held_out)
         if j:
             judgement[str(shots)] = j
     first = next(iter(lg_infos.values()), {})
@@ -284,6 +346,7 @@ def build_results(ctx: RunContext) -> dict:
             "statistic": first.get("statistic"),
             "paper_choice": first.get("paper_choice"),
             "selected": {str(cs): i["selected"]["blocks"] for cs, i in lg_infos.items()},
+            "forced_by_config": any(i["selected"].get("forced_by_config") for i in lg_infos.values()),
             "is_paper_choice": {str(cs): i["is_paper_choice"] for cs, i in lg_infos.items()},
         },
         "tables": tables,
@@ -316,8 +379,53 @@ def _paired_text(p: dict | None) -> str:
     if not p:
         return "n/a"
     ci = f" ± {_pct(p['ci95'])}" if p.get("ci95") is not None else ""
-    pv = "n/a" if p.get("p_wilcoxon") is None else f"{p['p_wilcoxon']:.3g}"
-    return f"{_pct(p['mean_diff'], signed=True)}{ci} (p {pv})"
+    pv = "n/a" if p.get("p") is None else f"{p['p']:.2g}"
+    seeds = f" x {p['collective_seeds']} cs" if p.get("collective_seeds", 1) > 1 else ""
+    return f"{_pct(p['mean_diff'], signed=True)}{ci} (p {pv}, n {p['n']}{seeds})"
+
+
+def judgement_markdown(shots: str, j: dict) -> list[str]:
+    stats = list(j["statistics"])
+    lines = ["", f"Judgement ({shots}-shot): every window inherited and trained from scratch on the test tasks; gain = "
+             "inherited minus scratch, paired; validation gain on the held-out validation tasks. Criterion scores "
+             "(lower = learngene), averaged over collective seeds:", "",
+             "| window | parameters | inherited | scratch | gain | validation gain | " + " | ".join(stats) + " |",
+             "| --- " * (6 + len(stats)) + "|"]  # fmt: skip
+    for r in j["rows"]:
+        mark = " **(selected)**" if r["selected_in_seeds"] else ""
+        scores = " | ".join(f"{r['scores'][s]:.4g}" if s in r["scores"] else "n/a" for s in stats)
+        val = _pct(r["validation_gain"]["mean_diff"], signed=True) if r.get("validation_gain") else "n/a"
+        lines.append(f"| {r['window']}{mark} | {_m(r['parameters'])} | {_acc(r['inherit'])} | {_acc(r['scratch'])} "
+                     f"| {_paired_text(r['gain'])} | {val} | {scores} |")  # fmt: skip
+    lines += ["", "| statistic | Spearman(score, gain) | Spearman on validation | picks (per collective seed) "
+              "| gain of its picks (test) | on validation |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for s, v in j["statistics"].items():
+        rho = lambda x: "n/a" if x is None else f"{x:+.2f}"  # noqa: E731
+        picks = ", ".join(f"{k}: {w}" for k, w in v["picked"].items())
+        val = v["picked_validation_gain"]
+        lines.append(f"| {s} | {rho(v['spearman_score_vs_gain'])} | {rho(v['spearman_score_vs_validation_gain'])} "
+                     f"| {picks} | {_paired_text(v['picked_gain'])} "
+                     f"| {_pct(val['mean_diff'], signed=True) if val else 'n/a'} |")  # fmt: skip
+    c = j.get("chosen_on_validation")
+    if c:
+        stat = (
+            f"the statistic whose picks gain most there, `{c['statistic']}` "
+            f"({_pct(c['statistic_validation_gain'], signed=True)} on validation), gains "
+            f"{_paired_text(c['statistic_test_gain'])} on the test tasks"
+            if c["statistic"]
+            else "no statistic"
+        )
+        lines += ["", f"Chosen on the validation tasks, then measured on the test tasks: the window **{c['window']}** "
+                  f"({_pct(c['window_validation_gain'], signed=True)} on validation) gains "
+                  f"{_paired_text(c['window_test_gain'])} on the test tasks; {stat}. Negative Spearman = lower "
+                  "scores, larger gains."]  # fmt: skip
+    else:
+        lines += [
+            "",
+            "No validation tasks (individual.validation.n_tasks=0): no window or statistic is chosen; the "
+            "largest gain in the table above is a maximum over windows on the test tasks, biased upwards.",
+        ]
+    return lines
 
 
 def to_markdown(res: dict) -> str:
@@ -327,13 +435,18 @@ def to_markdown(res: dict) -> str:
              f"{res['collective_mode']} ancestor)", "",
              f"{p['ways']}-way target tasks of novel classes, {p['target_tasks_per_seed']} tasks x {len(p['seeds'])} "
              f"seeds per shot count x {len(cs)} collective seed(s) ({p['mode']} protocol), {p['epochs']} epochs. "
-             "Accuracy in %: mean ± 95 % CI (Student t over collective seeds x tasks x seeds). `vs scratch`: the "
-             "paired difference on the same tasks (mean ± 95 % CI, Wilcoxon signed-rank p).", ""]  # fmt: skip
+             "Accuracy in %: mean ± 95 % CI with the target task as the unit (n = tasks; with several collective "
+             "seeds a two-level interval, see results.json `confidence_interval`). `vs scratch`: the paired difference "
+             "on the same tasks (mean ± 95 % CI, t-test p, n tasks x collective seeds).", ""]  # fmt: skip
     chosen = res["learngene"]
     if chosen.get("selected"):
         sel = "; ".join(f"seed {s}: {', '.join(b)}" for s, b in chosen["selected"].items())
-        lines += [f"Learngene chosen by `{chosen['statistic']}`: {sel} (the paper's choice: "
-                  f"{', '.join(chosen['paper_choice'] or [])}).", ""]  # fmt: skip
+        how = ("forced by `criterion.window`" if chosen.get("forced_by_config")
+               else f"chosen by `{chosen['statistic']}`")  # fmt: skip
+        lines += [
+            f"Learngene {how}: {sel} (the paper's choice: {', '.join(chosen['paper_choice'] or [])}).",
+            "",
+        ]
     for shots, rows in res["tables"].items():
         lines += [f"## {shots}-shot", "", "| method | accuracy | vs scratch | n | parameters | inherited | train s/task |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -344,27 +457,7 @@ def to_markdown(res: dict) -> str:
                          f"| {r['n']} | {_m(r['parameters'])} | {_m(r['inherited_parameters'])} | {t} |")  # fmt: skip
         j = res["judgement"].get(shots)
         if j:
-            stats = list(j["statistics"])
-            lines += ["", f"Judgement ({shots}-shot): every window inherited and trained from scratch; gain = inherited "
-                      f"minus scratch, paired. Best window: **{j['best_window']}**. Criterion scores (lower = "
-                      "learngene), averaged over collective seeds:", "",
-                      "| window | parameters | inherited | scratch | gain | " + " | ".join(stats) + " |",
-                      "| --- " * (5 + len(stats)) + "|"]  # fmt: skip
-            for r in j["rows"]:
-                mark = " **(selected)**" if r["selected_in_seeds"] else ""
-                scores = " | ".join(f"{r['scores'][s]:.4g}" if s in r["scores"] else "n/a" for s in stats)
-                lines.append(f"| {r['window']}{mark} | {_m(r['parameters'])} | {_acc(r['inherit'])} | {_acc(r['scratch'])} "
-                             f"| {_paired_text(r['gain'])} | {scores} |")  # fmt: skip
-            lines += ["", "| statistic | Spearman(score, gain) | picks (per collective seed) | gain of its picks |",
-                      "| --- | --- | --- | --- |"]  # fmt: skip
-            for s, v in j["statistics"].items():
-                rho = "n/a" if v["spearman_score_vs_gain"] is None else f"{v['spearman_score_vs_gain']:+.2f}"
-                picks = ", ".join(f"{k}: {w}" for k, w in v["picked"].items())
-                lines.append(f"| {s} | {rho} | {picks} | {_pct(v['picked_gain'], signed=True)} |")
-            best = j["statistics_picking_best"]
-            lines += ["", f"Statistics that pick the best window ({j['best_window']}): "
-                      f"{', '.join(best) if best else 'none'}; the best gain from a statistic's picks: "
-                      f"{j['best_statistic'] or 'n/a'}. Negative Spearman = lower scores, larger gains."]  # fmt: skip
+            lines += judgement_markdown(shots, j)
         lines.append("")
     c = res["collective"]
     if c.get("per_seed"):

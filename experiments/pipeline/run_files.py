@@ -31,6 +31,8 @@ MANIFEST_FORMAT = "learngene-suite/collective-manifest"
 MANIFEST_VERSION = 2
 CHECKPOINT_FORMAT = "learngene-suite/collective-checkpoint"
 RAW_FORMAT = "learngene-suite/individual-results"
+# the split mark of stage-3 entries on the held-out validation tasks (entries on the test tasks have none)
+VALIDATION = "validation"
 
 
 # trainer.* keys that do not change a stage's numbers (the device count: a requeue on other nodes resumes;

@@ -50,3 +50,63 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
     if d.size >= 2 and np.any(d != 0):
         p = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
     return {"mean_diff": mean, "ci95": half, "p_wilcoxon": p, "n": int(d.size)}
+
+
+def two_level_mean(values: np.ndarray | Sequence[Sequence[float]]) -> dict:
+    """Mean and 95 % interval of a complete (collective seeds x target tasks) grid whose unit is the target task.
+
+    ``values[s, t]``: the result on target task ``t`` with the ancestor of collective seed ``s`` (one row per
+    *distinct* computation: a computation that every collective seed shares is one row, never repeated). The
+    estimate is the mean of the per-task means (``n`` is the number of tasks, never tasks x seeds). With one
+    row the interval is Student t over tasks. With several it is a two-level (crossed random-effects) estimate,
+    ``v[s, t] = mu + a_s + b_t + e_st`` with the seed effect ``a_s`` common to every task, so that an ancestor
+    that is better or worse by chance widens the interval instead of counting once per task: from the two-way
+    ANOVA mean squares (seeds ``MS_A``, tasks ``MS_B``, residual ``MS_E``), ``Var(mean) = (max(MS_A, MS_E) +
+    MS_B - MS_E) / (S T)`` (the seed variance truncated at 0: never narrower than the interval over per-task
+    means), with Satterthwaite degrees of freedom. ``p``: the two-sided t test of mean 0 with the same standard
+    error and df (consistent with the interval); ``between_seed_sd``: the spread of the per-seed means."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(values, dtype=float)
+    if d.ndim != 2 or d.size == 0 or not np.isfinite(d).all():
+        raise ValueError(f"a complete finite (collective seeds x tasks) grid is needed, got shape {d.shape}")
+    S, T = d.shape
+    per_task = d.mean(0)
+    mean = float(per_task.mean())
+    out = {"mean": mean, "ci95": None, "df": None, "p": None, "n": int(T), "unit": "target task",
+           "collective_seeds": int(S), "between_seed_sd": float(d.mean(1).std(ddof=1)) if S > 1 else None,
+           "estimate": "t over target tasks" if S == 1 else
+           "two-level: collective seed x target task random effects, Satterthwaite df"}  # fmt: skip
+    if T < 2:
+        return out
+    ms_b = S * float(per_task.var(ddof=1))
+    var, df = ms_b / (S * T), float(T - 1)
+    if S > 1:
+        ms_a = T * float(d.mean(1).var(ddof=1))
+        resid = d - d.mean(1, keepdims=True) - per_task[None, :] + mean
+        ms_e = float((resid**2).sum()) / ((S - 1) * (T - 1))
+        if ms_a > ms_e:  # evidence of a seed effect (else: the interval over per-task means)
+            var = (ms_a + ms_b - ms_e) / (S * T)
+            den = ms_a**2 / (S - 1) + ms_b**2 / (T - 1) + ms_e**2 / ((S - 1) * (T - 1))
+            df = (ms_a + ms_b - ms_e) ** 2 / den
+    se = math.sqrt(max(var, 0.0))
+    out["df"] = float(df)
+    out["ci95"] = float(student_t.ppf(0.975, df) * se)
+    if se > 0:
+        out["p"] = float(2 * student_t.sf(abs(mean) / se, df))
+    return out
+
+
+def paired_over_tasks(diffs: np.ndarray | Sequence[Sequence[float]]) -> dict:
+    """Paired differences (method minus reference, ``diffs[s, t]`` as in :func:`two_level_mean`, one row per
+    distinct pair of computations) with the target task as the unit: ``mean_diff``, its two-level 95 % interval
+    and t-test ``p``, and ``p_wilcoxon``, the two-sided Wilcoxon signed-rank test over the per-task mean
+    differences (it treats the collective seeds as fixed)."""
+    from scipy.stats import wilcoxon
+
+    est = two_level_mean(diffs)
+    per_task = np.asarray(diffs, dtype=float).mean(0)
+    p_w = None
+    if per_task.size >= 2 and np.any(per_task != 0):
+        p_w = float(wilcoxon(per_task, zero_method="wilcox", alternative="two-sided").pvalue)
+    return {"mean_diff": est.pop("mean"), **est, "p_wilcoxon": p_w}
