@@ -79,3 +79,14 @@ def test_data_pipeline_runs(tmp_path):
                         "--threads", "1", "--json", str(out))  # fmt: skip
     assert "ratio ours / PIL:" in stdout
     assert json.loads(out.read_text())["ratio_ours_over_pil"] > 0
+
+
+def test_cpu_precision_compares_fp32_and_the_fast_path(tmp_path):
+    out = tmp_path / "precision.json"
+    stdout = run_script("cpu_precision.py", "--images", "64", "--batch-size", "32", "--repeats", "1",
+                        "--width-mult", "0.0625", "--json", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    assert "ratio to fp32" in stdout and result["variants"]["fp32"]["ratio"] == 1.0
+    if result["native_bf16"]:
+        fast = result["variants"]["bf16 channels-last (cpu_fast)"]
+        assert fast["samples_per_s"] > 0 and fast["max_loss_gap"] < 0.5

@@ -96,7 +96,7 @@ def test_every_swappable_part_is_built_from_a_target(group):
     """Every config file of a swappable group names what it builds with ``_target_`` (the file that
     deliberately builds nothing -- logger=none, callbacks=none -- and judgement/learngene/... aside)."""
     folder = ROOT / "experiments" / "configs" / group
-    plain = {"none.yaml", "many.yaml", "cpu.yaml", "ddp.yaml", "gpu.yaml"} | (
+    plain = {"none.yaml", "many.yaml", "cpu.yaml", "ddp.yaml", "gpu.yaml", "cpu_fast.yaml"} | (
         {"learngene.yaml", "scratch.yaml", "judgement.yaml", "finetune.yaml", "linear_probe.yaml", "prototype.yaml"}
         if group == "methods" else set()
     )  # fmt: skip

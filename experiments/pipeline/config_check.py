@@ -350,6 +350,13 @@ def check_config(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             _fail("trainer.accelerator", accelerator, "no CUDA device is available here; use trainer=cpu (or "
                   "trainer.accelerator=cpu), or run on a machine with a GPU")  # fmt: skip
+    if (
+        str(_get(cfg, "trainer.precision")).startswith("bf16")
+        and not _on_cuda(accelerator)
+        and not cpu_has_bf16()
+    ):
+        _fail("trainer.precision", _get(cfg, "trainer.precision"), "this CPU has no native bf16 (AVX512-BF16 or AMX), "
+              "so bf16 would be emulated and several times slower than fp32; use trainer=cpu (32-true)")  # fmt: skip
     from_run = _get(cfg, "from_run")
     if from_run is not None and ("LEARNGENE_FROM_RUN" in str(from_run) or "${" in str(from_run)):
         _fail("from_run", from_run, "the environment variable LEARNGENE_FROM_RUN is not set (the W&B sweep reads the "
@@ -405,6 +412,22 @@ def check_config(cfg: DictConfig) -> None:
     mean, std = _get(cfg, "data.mean"), _get(cfg, "data.std")
     if mean != "auto" and std != "auto" and len(mean) != len(std):
         _fail("data.std", list(std), f"needs one value per channel, like data.mean {list(mean)}")
+
+
+def _on_cuda(accelerator: str) -> bool:
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's own test: AVX512-BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def check_data_limits(cfg: DictConfig, image_set) -> None:

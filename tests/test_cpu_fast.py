@@ -1,0 +1,77 @@
+"""The fast CPU path (trainer=cpu_fast: bf16 autocast and channels-last): refused where the CPU has no native
+bf16, and on a CPU that has it, the criterion reads the same statistics and makes the same selection as fp32."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, compose
+
+import experiments.pipeline.config_check as config_check
+from experiments.pipeline.config_check import check_config, cpu_has_bf16
+from experiments.pipeline.runner import run_pipeline
+from learngene_core.errors import ConfigError
+
+
+def test_the_fast_path_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_check, "cpu_has_bf16", lambda: False)
+    with pytest.raises(
+        ConfigError, match=r"trainer.precision='?bf16-mixed'?.*no native bf16.*use trainer=cpu"
+    ):
+        check_config(compose(["trainer=cpu_fast"], tmp_path))
+    check_config(compose(["trainer=cpu"], tmp_path))  # fp32 stays available everywhere
+
+
+def test_the_fast_path_composes_to_bf16_autocast_and_channels_last(tmp_path):
+    cfg = compose(["trainer=cpu_fast"], tmp_path)
+    assert (
+        cfg.trainer.precision == "bf16-mixed"
+        and cfg.trainer.accelerator == "cpu"
+        and cfg.compute.channels_last
+    )
+
+
+def _stats(out: Path) -> dict:
+    with open(out / "collective" / "seed_0" / "gradient_stats.csv") as f:
+        return {
+            (r["task"], r["epoch"], r["layer"], r["statistic"]): float(r["value"]) for r in csv.DictReader(f)
+        }
+
+
+def _selected(out: Path) -> list[str]:
+    return json.loads((out / "learngene/seed_0/learngene.json").read_text())["selected"]["blocks"]
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_criterion_statistics_under_bf16_match_fp32(finished_run, tmp_path):
+    """Gradients of the fp32 parameters under bf16 autocast: the per-layer gradient magnitudes lie within a few
+    percent of fp32's (median |log ratio| < 0.1) and the fractions of small entries within 0.1. (At this tiny
+    budget every layer's paper_signed_frac is about 0.5, so the selection is a coin flip in fp32 as well: the
+    selection is compared at the quickstart budget, in the slow test below.)"""
+    run_pipeline(compose([*TINY, "stage=[collective,learngene]", "trainer=cpu_fast"], tmp_path), tmp_path)
+    a, b = _stats(tmp_path), _stats(finished_run)
+    assert a.keys() == b.keys()
+    for stat in ("rel_norm", "mean_abs"):
+        keys = [k for k in a if k[3] == stat and b[k] > 0]
+        ratio = np.array([a[k] for k in keys]) / np.array([b[k] for k in keys])
+        assert np.median(np.abs(np.log(ratio))) < 0.1, stat
+    keys = [k for k in a if k[3] == "abs_frac"]
+    assert np.median([abs(a[k] - b[k]) for k in keys]) < 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_the_quickstart_selects_the_same_learngene_under_bf16(tmp_path):
+    """The quickstart budget (digits, 4 tasks x 15 epochs): the same window in fp32 and on the fast path."""
+    runs = {}
+    for name, extra in (("fp32", []), ("bf16", ["trainer=cpu_fast"])):
+        runs[name] = tmp_path / name
+        run_pipeline(compose(["logger=none", "stage=[collective,learngene]", *extra], runs[name]), runs[name])
+    assert _selected(runs["fp32"]) == _selected(runs["bf16"])
+    a, b = _stats(runs["bf16"]), _stats(runs["fp32"])
+    keys = [k for k in a if k[3] == "rel_norm" and b[k] > 0]
+    assert np.median(np.abs(np.log([a[k] / b[k] for k in keys]))) < 0.1
