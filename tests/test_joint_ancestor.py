@@ -257,3 +257,30 @@ def test_continual_fingerprint_is_unchanged_by_the_joint_keys_and_joint_records_
     assert "lr_schedule" not in cont and "joint_growth" not in cont  # earlier continual runs still resume
     joint = fingerprint(compose(JOINT), 0)["config"]["collective"]
     assert joint["lr_schedule"]["_target_"].endswith("warmup_cosine") and joint["joint_growth"] is False
+
+
+def test_continual_modules_can_run_a_schedule_over_each_task(tmp_path):
+    """A non-constant ``collective.lr_schedule`` in continual mode: a fresh schedule over each task's steps."""
+    from functools import partial
+
+    from learngene_core.backbones.vgg import vgg
+    from lightning_modules.collective_module import CollectiveModule
+    from lightning_modules.lr_schedules import warmup_cosine
+
+    torch.manual_seed(0)
+    net = vgg(32, 3, 3, widths=[4, 4], pool_after=[1, 2], hidden=[8, 8])
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4,))) for _ in range(5)]
+    data = type(
+        "Loader", (), {"__iter__": lambda self: iter(batches), "__len__": lambda self: len(batches)}
+    )()
+    LRS.clear()
+    module = CollectiveModule(
+        net, partial(torch.optim.SGD, lr=0.1), lr_schedule=partial(warmup_cosine, warmup=0.4)
+    )
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[LrRecorder()],
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, train_dataloaders=data)
+    assert [lr for _, _, lr in LRS] == pytest.approx(
+        [0.1 * warmup_cosine_factor(s, 10, 0.4) for s in range(10)]
+    )
