@@ -90,3 +90,16 @@ def test_cpu_precision_compares_fp32_and_the_fast_path(tmp_path):
     if result["native_bf16"]:
         fast = result["variants"]["bf16 channels-last (cpu_fast)"]
         assert fast["samples_per_s"] > 0 and fast["max_loss_gap"] < 0.5
+
+
+def test_study_time_profile_reads_a_finished_run(finished_run, tmp_path):
+    out = tmp_path / "profile.json"
+    stdout = run_script("study_time_profile.py", str(finished_run), str(finished_run), "--json", str(out))
+    profiles = json.loads(out.read_text())["profiles"]
+    assert len(profiles) == 2 and "collective" in profiles[0]["stages_s"]
+    seed = profiles[0]["collective"]["seed_0"]
+    assert seed["tasks"] == 3 and seed["fit_s"] > 0 and seed["samples_per_s"] > 0
+    assert "ratio to first" in stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_time_profile.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode != 0 and "timings.json" in bad.stderr
