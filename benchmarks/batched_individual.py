@@ -1,9 +1,8 @@
 """Batched against one-by-one individual training: the target tasks of one method trained as one stack
 versus one Trainer per task, through the pipeline's own code path (``run_inherit``).
 
-All variants use the same tasks, seeds, initialisations, batches and augmentation. ``loop`` stacking must
-reproduce one-by-one accuracies exactly; ``grouped`` stacking (one grouped convolution per layer, the GPU
-default) agrees up to floating-point drift. Prints wall time of each and the speed-ups (goal >= 3x on CPU).
+Both use the same tasks, seeds, initialisations, batches and augmentation, and the stack must reproduce
+one-by-one accuracies exactly. Prints wall time of each and the speed-ups (goal >= 3x on CPU).
 
     .venv/bin/python benchmarks/batched_individual.py                 # a few minutes on 2 CPU cores
 """
@@ -66,15 +65,10 @@ def main(argv=None) -> dict:
         ctx.image_set, args.tasks, cfg.individual.ways, args.shots, list(range(args.seeds))
     )
     results, seconds = {}, {}
-    variants = {
-        "one_by_one": (False, "loop"),
-        "batched_loop": (True, "loop"),
-        "batched_grouped": (True, "grouped"),
-    }
-    for name, (batched, stacking) in variants.items():
+    variants = {"one_by_one": False, "batched_loop": True}
+    for name, batched in variants.items():
         with open_dict(cfg):
             cfg.individual.batched = batched
-            cfg.individual.stacking = stacking
         start = time.perf_counter()
         results[name], info = run_inherit(ctx, learngene, tasks, inherit=True, name="bench")
         seconds[name] = time.perf_counter() - start

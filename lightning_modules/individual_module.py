@@ -15,7 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from learngene_core.stacked import GroupedNets, LoopedNets
+from learngene_core.stacked import LoopedNets
 from learngene_core.utils.finite import FiniteLossGuard
 from lightning_modules import OptimizerFactory
 
@@ -23,7 +23,7 @@ from lightning_modules import OptimizerFactory
 class IndividualModule(L.LightningModule):
     def __init__(
         self,
-        net: GroupedNets | LoopedNets,
+        net: LoopedNets,
         optimizer: OptimizerFactory,
         inherited_blocks: Sequence[int] = (),
         inherited_lr: float | None = None,

@@ -53,7 +53,7 @@ def test_batched_individual_runs_on_digits(tmp_path):
     stdout = run_script("batched_individual.py", "--tasks", "2", "--seeds", "1", "--epochs", "1",
                         "--width-mult", "0.0625", "--npz", "/nonexistent", "--json", str(out))  # fmt: skip
     assert "(digits)" in stdout and "3-way" in stdout
-    for variant in ("one_by_one", "batched_loop", "batched_grouped"):
+    for variant in ("one_by_one", "batched_loop"):
         assert f"{variant:16s}:" in stdout
     assert "speed-up" in stdout
     result = json.loads(out.read_text())

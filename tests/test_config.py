@@ -218,10 +218,6 @@ def test_paths_output_dir_is_where_the_run_writes(tmp_path):
             ["model.growth.schedule=[[13,8],{op:deepen,after:12}]"],
             r"model.growth.schedule\[0\]=\[13, 8\]: .*0..12",
         ),
-        (  # refused before any work, not after stages 1-2 (grouped kernels exist for conv-BN-ReLU blocks only)
-            ["model=resnet12", "criterion.k=2", "individual.stacking=grouped"],
-            r"individual.stacking='grouped': the 'resnet12' backbone cannot be grouped; use loop or auto",
-        ),
         (
             ["model=resnet12", "criterion.k=2", "model.growth.schedule=[{op:deepen,after:1}]"],
             r"model.growth.schedule\[0\]=.*\(this backbone cannot deepen\)",

@@ -17,7 +17,7 @@ from learngene_core.data.loaders import TaskBatchLoader
 from learngene_core.errors import CheckpointError
 from learngene_core.growth import parse_schedule, widen
 from learngene_core.individual import build_individual, individual_spec, inherited_parameters
-from learngene_core.stacked import GroupedNets, stack_nets
+from learngene_core.stacked import stack_nets
 from lightning_modules.individual_module import IndividualModule
 
 
@@ -115,22 +115,8 @@ def test_artifact_errors_are_clear(tmp_path):
         load_learngene(tmp_path / "junk.pt")
 
 
-def test_stacked_forward_equals_each_network():
-    learngene = extract_learngene(small_collective(), 2, 3)
-    spec, n_lower = individual_spec(learngene, ways=4, hidden=[16, 16], base_width=8)
-    nets = [build_individual(learngene, spec, n_lower, seed=s) for s in range(3)]
-    stacked = GroupedNets.from_nets(nets).eval()
-    x = torch.randn(5, 3, 3, 16, 16)
-    out = stacked(x)
-    for t, n in enumerate(nets):
-        torch.testing.assert_close(out[:, t], n.eval()(x[:, t]), rtol=1e-5, atol=1e-6)
-    for a, b in zip(nets, stacked.to_nets()):
-        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
-            assert ka == kb and torch.equal(va, vb)
-
-
-def _train(nets, idx, y, seeds, x, epochs=3, dropout_seeds=None, freeze=(), mode="loop"):
-    stacked = stack_nets(nets, mode)
+def _train(nets, idx, y, seeds, x, epochs=3, dropout_seeds=None, freeze=()):
+    stacked = stack_nets(nets)
     if dropout_seeds:
         stacked.set_dropout_generators([torch.Generator().manual_seed(s) for s in dropout_seeds])
     sgd = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -178,22 +164,6 @@ def test_batched_training_is_bitwise_one_by_one_training(which):
                        dropout_seeds=drop and [drop[t]])[0]  # fmt: skip
         for (k, a), b in zip(batched[t].state_dict().items(), alone.state_dict().values()):
             assert torch.equal(a, b), f"task {t} {k}"
-
-
-def test_grouped_stacking_matches_plain_one_by_one_training_up_to_rounding():
-    """Grouped stacking (one grouped kernel for all tasks) against each task trained alone as a plain network."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=g)
-    idx = torch.stack([torch.randperm(40, generator=g)[:10] for _ in range(3)])
-    y = torch.randint(0, 3, (3, 10), generator=g)
-    make, _ = _setup("individual", g)
-    batched = _train([m() for m in make], idx, y, [1, 2, 3], x, mode="grouped")
-    for t in range(3):
-        plain = make[t]()
-        alone = _train([plain], idx[t : t + 1], y[t : t + 1], [t + 1], x, mode="loop")[0]
-        assert not torch.equal(alone.head.weight, plain.head.weight)  # it really trained
-        for (k, a), b in zip(batched[t].state_dict().items(), alone.state_dict().values()):
-            torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5, msg=f"task {t} {k}")
 
 
 def test_frozen_inherited_blocks_do_not_change():

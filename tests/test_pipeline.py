@@ -351,12 +351,11 @@ def test_the_report_shows_this_configuration_only_and_trainer_numerics_key_the_r
     assert (
         len(raw["computations"]) == n + 1
     )  # clipping changes the numbers: a new computation, not the cached one
-    run_pipeline(compose([*base, "methods=[learngene]", "individual.stacking=loop"], tmp_path), tmp_path)
+    run_pipeline(compose([*base, "methods=[learngene]", "individual.batched=false"], tmp_path), tmp_path)
     raw = json.loads((tmp_path / "individual/results_raw.json").read_text())
-    assert len(raw["computations"]) == n + 1  # on CPU auto is the loop: the same computation
-    run_pipeline(compose([*base, "methods=[learngene]", "individual.stacking=grouped"], tmp_path), tmp_path)
-    raw = json.loads((tmp_path / "individual/results_raw.json").read_text())
-    assert len(raw["computations"]) == n + 2  # grouped kernels round differently: its own computation
+    assert (
+        len(raw["computations"]) == n + 1
+    )  # one by one is bitwise the batched training: the same computation
 
 
 def test_without_a_probe_set_the_representation_statistic_is_not_recorded(tmp_path):

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 
 from datamodules.target_tasks import TargetTasksDataModule
 from experiments.pipeline.context import RunContext
-from learngene_core.backbones.base import BlockNet, block_class
+from learngene_core.backbones.base import BlockNet
 from learngene_core.data.loaders import predict
 from learngene_core.data.target_tasks import TargetTask
 from learngene_core.stacked import stack_nets
@@ -62,14 +62,6 @@ def groups(tasks: Sequence[TargetTask], size: int | None, batched: bool) -> list
     return [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
 
 
-def stacking_mode(requested: str, device: torch.device, kind: str) -> str:
-    """The stacking ``individual.stacking`` amounts to: ``auto`` is grouped on CUDA for a backbone that can be
-    grouped, else the loop (bitwise one-by-one training)."""
-    if requested != "auto":
-        return requested
-    return "grouped" if device.type == "cuda" and block_class(kind).groupable else "loop"
-
-
 def train_nets(
     ctx: RunContext,
     nets: list[BlockNet],
@@ -80,7 +72,7 @@ def train_nets(
     """Train ``nets`` (one per task) on their tasks' shots at once; returns the trained nets and wall time."""
     icfg = ctx.cfg.individual
     device = ctx.device
-    stacked = stack_nets(nets, stacking_mode(icfg.stacking, device, nets[0].kind)).to(device)
+    stacked = stack_nets(nets).to(device)
     if ctx.cfg.compute.channels_last:
         stacked = stacked.to(memory_format=torch.channels_last)
     if stacked.spec.dropout:

@@ -20,6 +20,7 @@ from learngene_core.criterion.selection import WEIGHTINGS
 from learngene_core.data.loaders import BATCHINGS
 from learngene_core.data.splits import SPLITS
 from learngene_core.data.target_tasks import PROTOCOLS
+from learngene_core.descendants import check_shapes_config, check_strategies_config
 from learngene_core.errors import ConfigError
 from learngene_core.individual import LOWER_POOLS
 
@@ -165,7 +166,6 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "individual.inherited_lr": real_range(0, none_ok=True),
     "individual.batched": is_bool,
     "individual.task_batch": int_range(1, none_ok=True),
-    "individual.stacking": one_of(("auto", "loop", "grouped")),
     "individual.validation.n_tasks": int_range(0),
     "individual.validation.seeds": int_list(0),
     "individual.validation.group": one_of(("novel", "open_world")),
@@ -185,6 +185,7 @@ METHOD_RULES: dict[str, dict[str, Callable[[str, Any], None]]] = {
     "maml": {"iterations": int_range(1), "meta_batch": int_range(1), "shots": int_range(1), "queries": int_range(1),
              "inner_lr": real_range(0, lo_open=True), "inner_steps": int_range(1), "test_steps": int_range(1),
              "first_order": is_bool, "lr": real_range(0, lo_open=True)},
+    "descendants": {"shapes": check_shapes_config, "strategies": check_strategies_config},
 }  # fmt: skip
 
 
@@ -253,10 +254,6 @@ def check_model(cfg: DictConfig) -> None:
     if window is not None and window > n - k:
         _fail("criterion.window", window, f"a window of k={k} blocks starts at 0..{n - k}")
     block_type = type(net.blocks[0])
-    if _get(cfg, "individual.stacking") == "grouped" and not block_type.groupable:
-        _fail(
-            "individual.stacking", "grouped", f"the {net.kind!r} backbone cannot be grouped; use loop or auto"
-        )
     can_deepen = block_type.can_deepen
     # as the schedule unfolds: a deepening entry adds a block for the entries after it
     blocks = len(net.blocks)

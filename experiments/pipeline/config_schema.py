@@ -38,7 +38,7 @@ KNOWN: dict[str, set[str]] = {
                   "after_task", "window", "probe_images", "fisher_samples"},
     "individual": {"ways", "shots", "n_tasks", "seeds", "protocol", "queries", "epochs", "batch_size", "batching", "lr",
                    "momentum", "weight_decay", "optimizer", "module", "hidden", "pool_to", "lower_pools",
-                   "freeze_inherited", "inherited_lr", "batched", "task_batch", "stacking", "cache_dir", "validation"},
+                   "freeze_inherited", "inherited_lr", "batched", "task_batch", "cache_dir", "validation"},
     "individual.validation": {"n_tasks", "seeds", "group", "queries"},
     "model": {"net", "width_mult", "growth"},
     "model.growth": {"enabled", "schedule", "noise"},

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments.methods.common import stacking_mode
 from experiments.methods.registry import MethodContext, get_method
 from experiments.pipeline import run_files
 from experiments.pipeline.console import stage_progress
@@ -33,7 +32,7 @@ from learngene_core.utils.io import atomic_write_json
 log = logging.getLogger("learngene")
 # individual.* keys that do not change the numbers (how tasks are grouped for training, where caches live; the
 # shot count is part of every key on its own, so runs with other shot lists share their common computations)
-NOT_RESULT_KEYS = ("batched", "task_batch", "stacking", "cache_dir", "shots", "validation")
+NOT_RESULT_KEYS = ("batched", "task_batch", "cache_dir", "shots", "validation")
 
 
 def target_tasks(ctx: RunContext, shots: int):
@@ -63,8 +62,7 @@ def validation_tasks(ctx: RunContext, shots: int):
 
 def shared_settings(ctx: RunContext, kind: str) -> dict:
     """The stage-3 settings every computation depends on: the individual training, the data, the Trainer's
-    numerics (precision, clipping, accumulation, determinism) and the speed options that change rounding
-    (the stacking in effect for backbone ``kind``: grouped matches the loop only up to rounding)."""
+    numerics (precision, clipping, accumulation, determinism) and the speed options that change rounding."""
     cfg = ctx.cfg
     icfg = OmegaConf.to_container(cfg.individual, resolve=True)
     for key in NOT_RESULT_KEYS:
@@ -73,8 +71,7 @@ def shared_settings(ctx: RunContext, kind: str) -> dict:
     data.pop("on_device", None)
     return {"individual": icfg, "data": data, "width_mult": cfg.model.width_mult,
             "trainer": run_files.trainer_numerics(cfg),
-            "compute": OmegaConf.to_container(cfg.compute, resolve=True),
-            "stacking": stacking_mode(cfg.individual.stacking, ctx.device, kind)}  # fmt: skip
+            "compute": OmegaConf.to_container(cfg.compute, resolve=True)}  # fmt: skip
 
 
 def computation_key(identity: dict, shots: int, settings: dict) -> str:

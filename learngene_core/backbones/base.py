@@ -103,10 +103,8 @@ class Block(nn.Module):
     output_keys: ClassVar[tuple[str, ...]] = ()  # tensors whose dim 0 is the block's output units
     input_keys: ClassVar[tuple[str, ...]] = ()  # weights whose dim 1 reads the block's input channels
     criterion_keys: ClassVar[tuple[str, ...]] = ()  # weights whose gradients the criterion watches
-    # what this kind supports besides widening: identity-initialised insertion (model.growth deepen entries),
-    # and grouped stacking of many task networks into one (stacked.GroupedNets; individual.stacking=grouped)
+    # what this kind supports besides widening: identity-initialised insertion (model.growth deepen entries)
     can_deepen: ClassVar[bool] = False
-    groupable: ClassVar[bool] = False
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__()

@@ -41,7 +41,6 @@ class ConvBlock(Block):
     input_keys = ("conv.weight",)
     criterion_keys = ("conv.weight",)
     can_deepen = True
-    groupable = True
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__(spec)
