@@ -256,3 +256,34 @@ def test_resnet12_grows_to_the_standard_widths(tmp_path):
     for e in parse_schedule(cfg.model.growth.schedule):
         widths[e["block"]] += e["units"]
     assert widths == [64, 160, 320, 640]
+
+
+def test_every_data_limit_exceeded_is_named_in_one_message(tmp_path):
+    """A dataset with 15 training images per class: the shots, the ProtoNet queries and the MAML queries are
+    all too large, and one run says so for all three (not three reruns, one per problem)."""
+    from conftest import make_image_set
+
+    from experiments.pipeline.config_check import check_data_limits
+
+    image_set = make_image_set(num_classes=12, per_class_train=15)
+    cfg = compose(
+        ["individual.shots=[10,20]", "individual.ways=3", "collective.classes_per_task=3"], tmp_path
+    )
+    with pytest.raises(ConfigError) as err:
+        check_data_limits(cfg, image_set)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{len(lines) - 1} problems in the configuration:"
+    keys = [line.split("=")[0].strip() for line in lines[1:]]
+    assert {"individual.shots", "methods.protonet.queries", "methods.maml.queries"} <= set(keys)
+    assert len(keys) == len(set(keys))  # one line per key
+
+
+def test_every_bad_value_of_the_per_key_rules_is_named_at_once(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        check_config(compose(["collective.epochs=0", "individual.lr=-1", "criterion.k=0"], tmp_path))
+    message = str(err.value)
+    assert message.startswith("3 problems in the configuration:")
+    for key in ("collective.epochs=0", "individual.lr=-1", "criterion.k=0"):
+        assert key in message
+    with pytest.raises(ConfigError, match=r"^collective.epochs=0: must be an integer >= 1$"):  # one: one line
+        check_config(compose(["collective.epochs=0"], tmp_path))

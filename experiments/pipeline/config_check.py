@@ -7,7 +7,8 @@ Each problem is reported as one line naming the key, the bad value and what is v
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,39 @@ def _get(cfg: DictConfig, key: str) -> Any:
         raise ConfigError(f"{key} cannot be resolved: {err}") from None
 
 
+_problems: list[str] | None = None  # while collecting (see ``all_problems``): the problems found so far
+
+
 def _fail(key: str, value: Any, valid: str) -> None:
-    raise ConfigError(f"{key}={value!r}: {valid}")
+    message = f"{key}={value!r}: {valid}"
+    if _problems is None:
+        raise ConfigError(message)
+    if not any(p.startswith(f"{key}=") for p in _problems):  # one problem per key
+        _problems.append(message)
+
+
+@contextlib.contextmanager
+def all_problems() -> Iterator[None]:
+    """Run independent checks and report every problem they find in one ConfigError (one line each), instead
+    of one per run. An error a check raises because of an earlier bad value ends the collection early."""
+    global _problems
+    outer, _problems = _problems, []
+    found = _problems
+    try:
+        yield
+    except ConfigError as err:
+        found.append(str(err))
+    except (TypeError, ValueError, AttributeError, KeyError):
+        if not found:  # not a consequence of a problem already found
+            raise
+    finally:
+        _problems = outer
+    if len(found) == 1:
+        raise ConfigError(found[0])
+    if found:
+        raise ConfigError(
+            f"{len(found)} problems in the configuration:\n" + "\n".join(f"  {p}" for p in found)
+        )
 
 
 def int_range(
@@ -307,10 +339,12 @@ def _devices(devices: Any) -> int:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` on the first invalid value (config-only checks; data checks come later)."""
+    """Raise :class:`ConfigError` naming every invalid value of the per-key rules at once, then the first
+    cross-key problem (config-only checks; data checks come later)."""
     check_known_keys(cfg)
-    for key, rule in RULES.items():
-        rule(key, _get(cfg, key))
+    with all_problems():
+        for key, rule in RULES.items():
+            rule(key, _get(cfg, key))
     check_targets(cfg)
     for key in [f"data.{k}" for k in _get(cfg, "data") if k != "source"]:
         _get(cfg, key)  # a missing data.path is named here
@@ -428,7 +462,13 @@ def cpu_has_bf16() -> bool:
 
 
 def check_data_limits(cfg: DictConfig, image_set) -> None:
-    """Every limit the data sets on the config, checked before any work, each naming its key and a valid value."""
+    """Every limit the data sets on the config, checked before any work, each naming its key and a valid value;
+    every limit exceeded is reported, in one message."""
+    with all_problems():
+        _check_data_limits(cfg, image_set)
+
+
+def _check_data_limits(cfg: DictConfig, image_set) -> None:
     c, icfg = cfg.collective, cfg.individual
     groups = {g: list(v) for g, v in image_set.groups.items()}
     base, novel = len(groups["base"]), len(groups["novel"])
