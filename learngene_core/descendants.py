@@ -385,3 +385,31 @@ def descendant_spec(
     """The descendant's spec (lower blocks at the shape's width, the adapted window, the head)."""
     return individual_spec(adapted, ways, hidden, scale_width(base_width, shape.width), lower_pools, pool_to,
                            input_size)  # fmt: skip
+
+
+# -- config values (experiments/pipeline/config_check.py METHOD_RULES) ----------------------------------
+
+
+def check_shapes_config(key: str, shapes) -> None:
+    """A list of ``{width, depth}`` mappings, each value valid (names ``key[i].width`` etc. in errors)."""
+    if shapes is None or isinstance(shapes, str | bytes) or not hasattr(shapes, "__len__") or not len(shapes):
+        raise ConfigError(f"{key}={shapes!r}: must be a list of at least one shape {{width: W, depth: D}}")
+    for i, node in enumerate(shapes):
+        if not hasattr(node, "keys"):
+            raise ConfigError(f"{key}[{i}]={node!r}: must be a mapping {{width: W, depth: D}}")
+        extra = sorted(set(node.keys()) - {"width", "depth"})
+        if extra:
+            raise ConfigError(f"{key}[{i}].{extra[0]} is not a key of a shape; its keys: ['depth', 'width']")
+        check_shape_value(node.get("width", 1.0), node.get("depth"), f"{key}[{i}]")
+
+
+def check_strategies_config(key: str, strategies) -> None:
+    """A mapping name -> ``{_target_: <a registered adaptation class>, ...}``."""
+    if strategies is None or not hasattr(strategies, "items"):
+        raise ConfigError(f"{key}={strategies!r}: must be a mapping name -> {{_target_: ..., ...}}")
+    targets = {f"{c.__module__}.{c.__qualname__}": n for n, c in ADAPTATIONS.items()}
+    for name, node in strategies.items():
+        target = node.get("_target_") if hasattr(node, "get") else None
+        if target not in targets:
+            raise ConfigError(f"{key}.{name}._target_={target!r}: not a registered adaptation; registered: "
+                              f"{sorted(targets)}")  # fmt: skip

@@ -198,3 +198,80 @@ def test_unbuildable_shapes_are_refused_naming_the_key(width, depth, strategies,
 def test_identity_deepening_is_refused_for_resnet():
     with pytest.raises(ConfigError, match=r"^strategy='deepen': the 'resnet12' backbone cannot deepen"):
         check_shape(resnet_learngene(), Shape(1.0, "+1"), [DeepenIdentity()])
+
+
+# -- the stage-3 method, its report and its config ---------------------------------------------------------
+
+
+def test_exp_descendants_runs_and_reports_every_shape(finished_run, tmp_path):
+    import json
+
+    from conftest import TINY, compose
+
+    from experiments.pipeline.runner import run_pipeline
+
+    out = tmp_path / "run"
+    cfg = compose([*TINY, "+exp=descendants", "budget.target_tasks=1", "stage=[individual,report]",
+                   f"from_run={finished_run}"], out)  # fmt: skip
+    res = run_pipeline(cfg, out)
+    rows = res["descendants"]["5"]["rows"]
+    arms = {r["arm"] for r in rows}
+    assert {"inherit:w0.5/narrow", "inherit:w1/none", "inherit:w2/widen", "inherit:w1-d-1/truncate",
+            "inherit:w1-d+1/deepen", "inherit:w1-d+1/repeat", "inherit:w2-d+1/widen+deepen",
+            "inherit:w2-d+1/widen+repeat"} == arms  # fmt: skip
+    by = {r["arm"]: r for r in rows}
+    assert (
+        by["inherit:w0.5/narrow"]["parameters"]
+        < by["inherit:w1/none"]["parameters"]
+        < by["inherit:w2/widen"]["parameters"]
+    )
+    assert all(r["gain"] is not None and r["scratch"] is not None for r in rows)
+    # the paper's shape is the learngene / scratch methods' computation
+    learngene = next(r for r in res["tables"]["5"] if r["method"] == "learngene")
+    assert by["inherit:w1/none"]["inherit"]["mean"] == learngene["mean"]
+    assert {r["method"] for r in res["tables"]["5"]} == {"learngene", "scratch"}
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["descendants"]["5"]["rows"][0]["arm"] == rows[0]["arm"]
+    assert "Descendants (5-shot)" in (out / "results.md").read_text()
+    assert (out / "plots/descendants_5shot.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("methods.descendants.shapes=[{width:0}]", r"methods\.descendants\.shapes\[0\]\.width=0"),
+        (
+            "methods.descendants.shapes=[{width:1,depth:deep}]",
+            r"methods\.descendants\.shapes\[0\]\.depth='deep'",
+        ),
+        (
+            "methods.descendants.shapes=[{width:1,dept:2}]",
+            r"methods\.descendants\.shapes\[0\]\.dept is not a key",
+        ),
+        (
+            "+methods.descendants.strategies.x._target_=torch.nn.Identity",
+            r"methods\.descendants\.strategies\.x\._target_='torch\.nn\.Identity': not a registered adaptation",
+        ),
+    ],
+)
+def test_bad_descendant_configs_are_refused_before_any_work(override, match, tmp_path):
+    from conftest import TINY, compose
+
+    from experiments.pipeline.config_check import check_config
+
+    with pytest.raises(ConfigError, match=match):
+        check_config(compose([*TINY, "+exp=descendants", override], tmp_path))
+
+
+def test_a_depth_that_leaves_no_inherited_block_is_refused_before_stage_3_trains(finished_run, tmp_path):
+    from conftest import TINY, compose
+
+    from experiments.pipeline.runner import run_pipeline
+
+    cfg = compose([*TINY, "+exp=descendants", "methods.descendants.shapes=[{width:1,depth:1}]",
+                   "stage=[individual,report]", f"from_run={finished_run}"], tmp_path)  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"^methods\.descendants\.shapes\[0\]\.depth=1: the descendant needs"
+    ):
+        run_pipeline(cfg, tmp_path)
+    assert not (tmp_path / "individual/results_raw.json").exists()

@@ -131,7 +131,7 @@ def _paired(g: Gathered, ref: Gathered | None, vs: str = "scratch") -> dict | No
 def method_rows(raw: dict, entries: list[dict], methods: list[str]) -> list[dict]:
     by_method: dict[str, list[dict]] = {}
     for e in entries:
-        if e["method"] != "judgement":
+        if e["method"] not in ("judgement", "descendants"):  # multi-arm: their own sections
             by_method.setdefault(e["method"], []).append(e)
     scratch = gather_entries(raw, by_method["scratch"]) if "scratch" in by_method else None
     rows = []
@@ -314,7 +314,9 @@ def build_results(ctx: RunContext) -> dict:
             metrics[cs] = run_files.read_json_file(p, "collective metrics")
     icfg = cfg.individual
     methods = list(cfg.methods)
-    tables, judgement = {}, {}
+    from experiments.pipeline.descendants_report import descendants_table
+
+    tables, judgement, descendants = {}, {}, {}
     for shots in sorted({e["shots"] for e in entries}):
         es = [e for e in entries if e["shots"] == shots and e.get("split") is None]
         held_out = [e for e in entries if e["shots"] == shots and e.get("split") == VALIDATION]
@@ -322,6 +324,8 @@ def build_results(ctx: RunContext) -> dict:
         j = judgement_table(raw, es, lg_infos, held_out)
         if j:
             judgement[str(shots)] = j
+        if d := descendants_table(raw, es):
+            descendants[str(shots)] = d
     first = next(iter(lg_infos.values()), {})
     return {
         "experiment": cfg.exp_name,
@@ -351,6 +355,7 @@ def build_results(ctx: RunContext) -> dict:
         },
         "tables": tables,
         "judgement": judgement,
+        "descendants": descendants,
         "judgement_note": (
             "gain = inherited minus the same window's network from scratch (paired); spearman < 0 means windows "
             "with a lower (better) criterion score gained more"
@@ -458,6 +463,10 @@ def to_markdown(res: dict) -> str:
         j = res["judgement"].get(shots)
         if j:
             lines += judgement_markdown(shots, j)
+        if d := res.get("descendants", {}).get(shots):
+            from experiments.pipeline.descendants_report import descendants_markdown
+
+            lines += descendants_markdown(shots, d)
         lines.append("")
     c = res["collective"]
     if c.get("per_seed"):
@@ -494,6 +503,12 @@ def run_report(ctx: RunContext) -> dict:
         for shots, j in res["judgement"].items():
             plot_judgement(
                 j["rows"], ctx.path("plots", f"judgement_{shots}shot.png"), f"judgement, {shots}-shot", ways
+            )
+        from experiments.pipeline.descendants_report import plot_descendants
+
+        for shots, d in res.get("descendants", {}).items():
+            plot_descendants(
+                d["rows"], ctx.path("plots", f"descendants_{shots}shot.png"), f"descendants, {shots}-shot"
             )
         log_tables(ctx, res)
     dist.barrier()

@@ -1,0 +1,76 @@
+"""The descendants section of the report: per shot count, one row per (shape, strategy) with the descendant's
+parameters, its scratch accuracy, the paired gain of inheriting (target-task unit, as every paired number of the
+report: ``report_stage._paired``) and training time; and a plot of paired gain against parameters, one line per
+strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from experiments.pipeline import report_stage as rs
+
+METHOD = "descendants"
+
+
+def descendants_table(raw: dict, entries: list[dict]) -> dict | None:
+    """Rows in the configured shape order: shape, strategy, parameters, inherited and scratch accuracy, gain."""
+    arms: dict[str, list[dict]] = {}
+    for e in entries:
+        if e["method"] == METHOD:
+            arms.setdefault(e["arm"], []).append(e)
+    if not arms:
+        return None
+    rows = []
+    for arm, es in arms.items():
+        kind, name = arm.split(":", 1)
+        if kind != "inherit":
+            continue
+        d = es[0]["descendant"]
+        gi = rs.gather_entries(raw, es)
+        gs = rs.gather_entries(raw, arms.get(f"scratch:{d['shape']}", []))
+        inherit, scratch = rs._summary(gi), (rs._summary(gs) if gs.by_task else None)
+        rows.append({
+            "arm": arm, "shape": d["shape"], "width": d["width"], "depth": d["depth"], "blocks": d["blocks"],
+            "strategy": d["strategy"], "order": d["order"], "parameters": gi.info.get("parameters"),
+            "inherited_parameters": gi.info.get("inherited_parameters"), "inherit": inherit, "scratch": scratch,
+            "gain": rs._paired(gi, gs, vs="the same descendant from scratch") if gs.by_task else None,
+            "train_time_s": inherit["train_time_s"], "scratch_train_time_s": scratch["train_time_s"] if scratch else None,
+        })  # fmt: skip
+    rows.sort(key=lambda r: (r["order"], r["strategy"]))
+    return {"rows": rows, "note": "gain = the learngene-initialised descendant minus the same descendant from "
+            "scratch (same target tasks, same init seeds for the non-inherited parts), paired"}  # fmt: skip
+
+
+def descendants_markdown(shots: str, d: dict) -> list[str]:
+    lines = ["", f"Descendants ({shots}-shot): one learngene adapted to several shapes (width multiplier w, depth d = "
+             "blocks of the individual network); gain = inherited minus the same descendant from scratch, paired.", "",
+             "| shape | blocks | strategy | parameters | inherited | scratch | inherited acc | gain | train s/task |",
+             "| --- " * 9 + "|"]  # fmt: skip
+    for r in d["rows"]:
+        t = "n/a" if r["train_time_s"] is None else f"{r['train_time_s']:.2f}"
+        lines.append(f"| {r['shape']} | {r['blocks']} | {r['strategy']} | {rs._m(r['parameters'])} "
+                     f"| {rs._m(r['inherited_parameters'])} | {rs._acc(r['scratch'])} | {rs._acc(r['inherit'])} "
+                     f"| {rs._paired_text(r['gain'])} | {t} |")  # fmt: skip
+    return lines
+
+
+def plot_descendants(rows: list[dict], path: Path, title: str) -> Path:
+    """Paired gain (95 % CI) against the descendant's parameters, one line per strategy."""
+    from experiments.pipeline.plots import _save, plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for strategy in sorted({r["strategy"] for r in rows}):
+        pts = sorted((r["parameters"], r["gain"]) for r in rows if r["strategy"] == strategy and r["gain"])
+        if not pts:
+            continue
+        x = [p / 1e6 for p, _ in pts]
+        y = [100 * g["mean_diff"] for _, g in pts]
+        ci = [100 * (g["ci95"] or 0) for _, g in pts]
+        ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=strategy)
+    ax.axhline(0, color="k", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("descendant parameters (M)")
+    ax.set_ylabel("paired gain over scratch\n(points, 95% CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, title="strategy")
+    return _save(fig, path)
