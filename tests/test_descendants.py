@@ -275,3 +275,35 @@ def test_a_depth_that_leaves_no_inherited_block_is_refused_before_stage_3_trains
     ):
         run_pipeline(cfg, tmp_path)
     assert not (tmp_path / "individual/results_raw.json").exists()
+
+
+def test_the_readme_descendants_example_runs(finished_run, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    m = re.search(r"<!-- api-example-descendants -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README.md has no python block after <!-- api-example-descendants -->"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEARNGENE_PT", str(finished_run / "learngene/seed_0/learngene.pt"))
+    namespace: dict = {}
+    exec(compile(m.group(1), "README.md", "exec"), namespace)  # noqa: S102
+    half, wide, scratch = namespace["half"], namespace["wide_deep"], namespace["scratch"]
+    assert half.num_parameters() < wide.num_parameters() == scratch.num_parameters()
+    assert namespace["net"](namespace["images"]).shape[-1] == 5
+
+
+def test_build_descendant_refuses_unbuildable_shapes_naming_the_argument():
+    from learngene_core import build_descendant
+
+    lg = vgg_learngene()
+    with pytest.raises(ConfigError, match=r"^width=-1"):
+        build_descendant(lg, 5, width=-1)
+    with pytest.raises(ConfigError, match=r"^depth=1: the descendant needs"):
+        build_descendant(lg, 5, depth=1, base_width=4)
+    with pytest.raises(ConfigError, match=r"^strategy='bogus': not a registered adaptation"):
+        build_descendant(lg, 5, width=2.0, strategy="bogus")
+    with pytest.raises(ConfigError, match=r"^strategy='narrow': the shape w2 is not narrower"):
+        build_descendant(lg, 5, width=2.0, strategy="narrow")
+    net = build_descendant(lg, 5, width=2.0, depth="+1", strategy="widen+deepen", hidden=[16], base_width=4)
+    assert [b.name for b in net.blocks][-2:] == ["conv6", "conv6+1"] and net.blocks[-1].out_channels == 32
