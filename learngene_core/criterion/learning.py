@@ -9,11 +9,14 @@ Measured once per task, between the start of the task (after growth) and its end
   consumers' weights lets the copies drift apart in training: that separation uses the freedom growth
   created, and it would make the block widened at each task look like the one that learns most. So the
   rows of a weight that are identical at the task's start (a unit and its copies) are merged into their
-  mean, and the columns that read such a group of units are merged into their sum (the consumer's
-  function depends only on the sum while the copies are identical). At the start the merged weights
-  are exactly the weights before the widening, so the statistic is measured in the block's pre-growth
-  coordinates: copies moving apart symmetrically count 0, copies moving together count as one unit
-  moving, and a block without copies is measured as before. Rows are grouped per weight; the columns of
+  mean, and the columns that read such a group of units are merged into their sum for the reference
+  norm (the consumer's function depends only on the sum while the copies are identical) and into their
+  mean for the change (each copy's column receives the unit's whole gradient, so under the same
+  training their sum moves k times as fast as the unwidened column would: Net2Net preserves the
+  function, not the SGD dynamics). At the start the merged weights are exactly the weights before the
+  widening, so the statistic is measured in the block's pre-growth coordinates: copies moving apart
+  symmetrically count 0, copies moving together count as one unit moving, and a block without copies
+  is measured as before. Rows are grouped per weight; the columns of
   a weight reading the block's input use the previous block's copy groups, the others the copy groups
   of the preceding watched weight (ResNet-12: conv2 reads conv1, conv3 reads conv2);
 - ``cka_drift``: 1 - linear CKA (Kornblith et al. 2019) between the outputs of the block at the start
@@ -80,8 +83,11 @@ def merge_plan(net) -> list[list[tuple[torch.Tensor | None, torch.Tensor | None]
     return plan
 
 
-def merge_copies(w: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None) -> torch.Tensor:
-    """``w`` with copy groups of rows merged into their mean and copy groups of columns into their sum."""
+def merge_copies(
+    w: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None, columns: str = "sum"
+) -> torch.Tensor:
+    """``w`` with copy groups of rows merged into their mean and copy groups of columns into their sum
+    (``columns="mean"``: their mean)."""
     if rows is not None:
         n = int(rows.max()) + 1
         counts = torch.bincount(rows, minlength=n).to(w.dtype).view(-1, *([1] * (w.ndim - 1)))
@@ -89,15 +95,21 @@ def merge_copies(w: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor 
     if cols is not None:
         n = int(cols.max()) + 1
         w = w.new_zeros(w.shape[0], n, *w.shape[2:]).index_add_(1, cols, w)
+        if columns == "mean":
+            w = w / torch.bincount(cols, minlength=n).to(w.dtype).view(1, -1, *([1] * (w.ndim - 2)))
     return w
 
 
-def merged_weights(weights: list[list[torch.Tensor]], plan) -> list[torch.Tensor]:
-    """Per block: its watched weights with copies merged (:func:`merge_copies`), flattened into one vector."""
-    return [
-        torch.cat([merge_copies(w, r, c).reshape(-1) for w, (r, c) in zip(ws, bp)])
-        for ws, bp in zip(weights, plan)
-    ]
+def merged_change(
+    start: list[torch.Tensor], end: list[torch.Tensor], plan
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One block's (change, start) with copies merged, flattened: rows of copies by their mean; the columns
+    reading a group of copies by their sum for the start (the weight the group's unit had before the
+    widening) and by their mean for the change (each copy's column gets the unit's whole gradient, so the
+    sum would move k times faster than the unwidened column under the same training)."""
+    change = [merge_copies(e - s, r, c, "mean").reshape(-1) for s, e, (r, c) in zip(start, end, plan)]
+    base = [merge_copies(s, r, c, "sum").reshape(-1) for s, (r, c) in zip(start, plan)]
+    return torch.cat(change), torch.cat(base)
 
 
 GRAM_MAX_SIDE = 8
@@ -225,12 +237,9 @@ class TaskProbe:
 )
 def weight_change(probe: TaskProbe) -> list[float]:
     out = []
-    starts, ends = (
-        merged_weights(probe.start_weights, probe.plan),
-        merged_weights(probe.end_weights, probe.plan),
-    )
-    for s, e in zip(starts, ends):
-        out.append(float(torch.linalg.vector_norm(e - s) / torch.linalg.vector_norm(s).clamp_min(1e-12)))
+    for start, end, plan in zip(probe.start_weights, probe.end_weights, probe.plan):
+        change, base = merged_change(start, end, plan)
+        out.append(float(torch.linalg.vector_norm(change) / torch.linalg.vector_norm(base).clamp_min(1e-12)))
     return out
 
 
