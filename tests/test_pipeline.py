@@ -74,6 +74,13 @@ def test_full_pipeline_writes_every_artifact(full_run):
         assert r["inherit"]["n"] == r["scratch"]["n"] == r["gain"]["n"] == 2
         assert r["gain"]["mean_diff"] == pytest.approx(r["inherit"]["mean"] - r["scratch"]["mean"])
         assert {"paper_signed_frac", "weight_change", "cka_drift", "fisher_importance"} <= set(r["scores"])
+    # the terminal summary fits 100 columns and points to results.md for the full tables
+    from experiments.pipeline.report_stage import terminal_summary
+
+    text = terminal_summary(result, out / "results.md")
+    assert max(len(line) for line in text.splitlines()[:-1]) <= 100  # the last line: the path of results.md
+    assert text.splitlines()[-1].strip() == str(out / "results.md")
+    assert "chosen on validation: window" in text and "learngene chosen by paper_signed_frac" in text
     # the window and the statistic are chosen on the validation tasks, and reported with their test gains
     chosen = judgement["chosen_on_validation"]
     by_val = max(judgement["rows"], key=lambda r: r["validation_gain"]["mean_diff"])

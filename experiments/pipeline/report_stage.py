@@ -487,6 +487,42 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def terminal_summary(res: dict, results_md: str | Path) -> str:
+    """The end-of-run summary for a terminal of 100 columns: per shot count each method's accuracy and paired
+    difference to scratch, and the window and statistic chosen on the validation tasks; the full tables
+    (judgement per window, statistics, collective model) are in results.md."""
+    width = 100
+    lines = [f"{res['experiment']}: budget {res['budget']}, {res['collective_mode']} ancestor, collective seeds "
+             f"{res['collective_seeds']}"[:width]]  # fmt: skip
+    chosen = res["learngene"]
+    if chosen.get("selected"):
+        how = (
+            "forced by criterion.window"
+            if chosen.get("forced_by_config")
+            else f"chosen by {chosen['statistic']}"
+        )
+        picks = "; ".join(f"{'-'.join([b[0], b[-1]])}" for b in chosen["selected"].values())
+        lines.append(f"learngene {how}: {picks}"[:width])
+    for shots, rows in res["tables"].items():
+        lines += ["", f"{shots}-shot{'':27s} {'accuracy':>13s}  {'vs scratch (95% CI, p, n)':<36s}"]
+        for r in rows:
+            name = r["method"] + (" (not converged)" if r.get("converged") is False else "")
+            vs = _paired_text(r["paired"]) if r["method"] != "scratch" else "reference"
+            lines.append(f"  {name[:32]:32s} {_acc(r):>13s}  {vs}"[:width])
+        c = (res["judgement"].get(shots) or {}).get("chosen_on_validation")
+        if c:
+            lines.append(
+                f"  chosen on validation: window {c['window']}, test gain {_paired_text(c['window_test_gain'])}"[
+                    :width
+                ]
+            )
+            if c["statistic"]:
+                lines.append(f"  statistic {c['statistic']}: test gain of its picks "
+                             f"{_paired_text(c['statistic_test_gain'])}"[:width])  # fmt: skip
+    lines += ["", "full tables (every window, every statistic, the collective model):", f"  {results_md}"]
+    return "\n".join(lines)
+
+
 def run_report(ctx: RunContext) -> dict:
     res = build_results(ctx)
     if dist.is_rank_zero():
@@ -556,4 +592,4 @@ def log_tables(ctx: RunContext, res: dict) -> None:
                 )
 
 
-__all__ = ["build_results", "method_names", "run_report", "scalars", "to_markdown"]
+__all__ = ["build_results", "method_names", "run_report", "scalars", "terminal_summary", "to_markdown"]

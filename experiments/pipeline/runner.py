@@ -75,13 +75,13 @@ def run_stage(ctx: RunContext, stage: str) -> dict | None:
 
         run_individual(ctx)
     elif stage == "report":
-        from experiments.pipeline.report_stage import run_report, to_markdown
+        from experiments.pipeline.report_stage import run_report, terminal_summary
 
         result = run_report(ctx)
         if dist.is_rank_zero():
-            from rich.markdown import Markdown
-
-            console.print(Markdown(to_markdown(result)), width=140)
+            console.print(
+                terminal_summary(result, ctx.path("results.md")), width=100, markup=False, highlight=False
+            )
         return result
     return None
 
