@@ -307,3 +307,17 @@ def test_build_descendant_refuses_unbuildable_shapes_naming_the_argument():
         build_descendant(lg, 5, width=2.0, strategy="narrow")
     net = build_descendant(lg, 5, width=2.0, depth="+1", strategy="widen+deepen", hidden=[16], base_width=4)
     assert [b.name for b in net.blocks][-2:] == ["conv6", "conv6+1"] and net.blocks[-1].out_channels == 32
+
+
+def test_the_method_plans_every_applicable_strategy_and_skips_what_the_backbone_cannot():
+    from experiments.methods.descendants import combinations
+
+    strategies = [Widen(), Narrow(), DeepenIdentity(), Repeat(), Truncate()]
+    names = lambda lg, shape: [[s.name for s in c] for c in combinations(lg, shape, strategies, 4, "k")]  # noqa: E731
+    assert names(vgg_learngene(), Shape(2.0, "+1")) == [["widen", "deepen"], ["widen", "repeat"]]
+    assert names(resnet_learngene(), Shape(2.0, "+1")) == [["widen", "repeat"]]  # no identity residual block
+    assert names(resnet_learngene(), Shape(1.0)) == [[]]
+    with pytest.raises(
+        ConfigError, match=r"^methods\.descendants\.strategies: the shape w1-d\+1 \(k\) is deeper"
+    ):
+        combinations(resnet_learngene(), Shape(1.0, "+1"), [DeepenIdentity()], 4, "k")
