@@ -366,7 +366,10 @@ def adapt(
     for d in ("wider", "narrower"):
         if d in by:
             target = [scale_width(b.out_channels, shape.width) for b in window.blocks]
-            window = by[d].apply(window, target, scale_width(learngene.in_channels, shape.width))
+            first = learngene.in_channels  # a window starting at the first block reads the images themselves
+            window = by[d].apply(
+                window, target, first if learngene.window_start == 0 else scale_width(first, shape.width)
+            )
     if "deeper" in by:
         window = by["deeper"].apply(window, k)
     return window

@@ -321,3 +321,13 @@ def test_the_method_plans_every_applicable_strategy_and_skips_what_the_backbone_
         ConfigError, match=r"^methods\.descendants\.strategies: the shape w1-d\+1 \(k\) is deeper"
     ):
         combinations(resnet_learngene(), Shape(1.0, "+1"), [DeepenIdentity()], 4, "k")
+
+
+@pytest.mark.parametrize("width", [0.5, 2.0])
+def test_a_window_at_the_first_block_keeps_reading_the_images(width):
+    from learngene_core import build_descendant
+
+    torch.manual_seed(0)
+    lg = extract_learngene(vgg(32, 3, 10, widths=[8, 8, 16], pool_after=(1, 2, 3), hidden=[16]), 0, 2)
+    net = build_descendant(lg, 5, width=width, hidden=[16])
+    assert net.blocks[0].in_channels == 3 and net(torch.randn(2, 3, 32, 32)).shape == (2, 5)
