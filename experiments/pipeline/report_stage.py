@@ -553,7 +553,8 @@ def run_report(ctx: RunContext) -> dict:
 
 def scalars(res: dict) -> dict[str, float]:
     """``individual/test/acc/<method>/<K>shot``, ``individual/test/acc/<method>`` (the mean over the run's
-    shot counts), ``individual/test/paired_diff/<method>/<K>shot`` and the judgement's Spearman values."""
+    shot counts), ``individual/test/paired_diff/<method>/<K>shot`` (descendants:
+    ``.../descendants/<shape>/<strategy>/<K>shot``) and the judgement's Spearman values."""
     out: dict[str, float] = {}
     by_method: dict[str, list[float]] = {}
     for shots, rows in res["tables"].items():
@@ -567,6 +568,11 @@ def scalars(res: dict) -> dict[str, float]:
         for stat, v in j["statistics"].items():
             if v["spearman_score_vs_gain"] is not None:
                 out[f"learngene/judgement/spearman/{stat}/{shots}shot"] = v["spearman_score_vs_gain"]
+    for shots, d in res.get("descendants", {}).items():
+        for r in d["rows"]:
+            if r["gain"]:
+                name = f"individual/test/paired_diff/descendants/{r['shape']}/{r['strategy']}/{shots}shot"
+                out[name] = r["gain"]["mean_diff"]
     return out
 
 
