@@ -55,22 +55,30 @@ def descendants_markdown(shots: str, d: dict) -> list[str]:
 
 
 def plot_descendants(rows: list[dict], path: Path, title: str) -> Path:
-    """Paired gain (95 % CI) against the descendant's parameters, one line per strategy."""
+    """Paired gain (95 % CI) against the descendant's parameters, one line per strategy: the arms whose
+    strategy uses it (a combination such as widen+repeat is on both lines), each line starting from the paper's
+    shape (strategy ``none``) where the run has it."""
+    from matplotlib.ticker import ScalarFormatter
+
     from experiments.pipeline.plots import _save, plt
 
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    for strategy in sorted({r["strategy"] for r in rows}):
-        pts = sorted((r["parameters"], r["gain"]) for r in rows if r["strategy"] == strategy and r["gain"])
+    anchor = [r for r in rows if r["strategy"] == "none" and r["gain"]]
+    names = sorted({n for r in rows for n in r["strategy"].split("+") if n != "none"}) or ["none"]
+    for i, name in enumerate(names):
+        members = [r for r in rows if name in r["strategy"].split("+") and r["gain"]]
+        pts = sorted(((r["parameters"], r["gain"]) for r in anchor + members), key=lambda p: p[0])
         if not pts:
             continue
-        x = [p / 1e6 for p, _ in pts]
-        y = [100 * g["mean_diff"] for _, g in pts]
-        ci = [100 * (g["ci95"] or 0) for _, g in pts]
-        ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=strategy)
+        x = [p / 1e6 * (1 + 0.01 * i) for p, _ in pts]  # a small offset so the lines' error bars do not hide
+        ax.errorbar(x, [100 * g["mean_diff"] for _, g in pts], yerr=[100 * (g["ci95"] or 0) for _, g in pts],
+                    marker="o", capsize=3, label=name)  # fmt: skip
     ax.axhline(0, color="k", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("descendant parameters (M)")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_xlabel("descendant parameters (M, log scale)")
     ax.set_ylabel("paired gain over scratch\n(points, 95% CI)")
     ax.set_title(title)
-    ax.legend(fontsize=8, title="strategy")
+    ax.legend(fontsize=8, title="strategy (from the paper's shape)")
     return _save(fig, path)
