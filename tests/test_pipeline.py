@@ -121,9 +121,15 @@ def test_selected_window_and_its_scratch_are_computed_once(full_run):
 
 def test_every_method_saw_the_same_tasks(full_run):
     out, _ = full_run
-    raw = json.loads((out / "individual/results_raw.json").read_text())["computations"]
-    keys = {tuple((t["seed"], t["task"], tuple(t["classes"])) for t in c["tasks"]) for c in raw.values()}
-    assert len(keys) == 1
+    raw = json.loads((out / "individual/results_raw.json").read_text())
+    split = {e["computation"]: e.get("split", "test") for e in raw["entries"].values()}
+    for which in (
+        "test",
+        "validation",
+    ):  # every method the same test tasks; the judgement its validation tasks
+        keys = {tuple((t["seed"], t["task"], tuple(t["classes"])) for t in c["tasks"])
+                for k, c in raw["computations"].items() if split[k] == which}  # fmt: skip
+        assert len(keys) == 1, which
 
 
 def test_two_collective_seeds_give_two_learngenes_and_pair_over_both(tmp_path):
@@ -135,8 +141,10 @@ def test_two_collective_seeds_give_two_learngenes_and_pair_over_both(tmp_path):
     b = torch.load(tmp_path / "learngene/seed_1/learngene.pt", weights_only=True)["state"][0]
     assert not torch.equal(a["conv.weight"], b["conv.weight"])
     rows = {r["method"]: r for r in result["tables"]["5"]}
-    assert rows["learngene"]["n"] == rows["learngene"]["paired"]["n"] == 4  # 2 collective seeds x 2 tasks
-    assert rows["scratch"]["n"] == 2  # scratch's own 2 results, not counted once per collective seed
+    # the unit is the target task: 2 tasks, each averaged over the 2 collective seeds (a two-level interval)
+    assert rows["learngene"]["n"] == rows["learngene"]["paired"]["n"] == 2
+    assert rows["learngene"]["collective_seeds"] == rows["learngene"]["paired"]["collective_seeds"] == 2
+    assert rows["scratch"]["n"] == 2 and rows["scratch"]["collective_seeds"] == 1  # one shared computation
     raw = json.loads((tmp_path / "individual/results_raw.json").read_text())["entries"]
     # scratch does not depend on stage 1: one computation serves both collective seeds
     assert raw["scratch@5/seed0"]["computation"] == raw["scratch@5/seed1"]["computation"]
@@ -320,7 +328,7 @@ def test_budget_scaling_multirun_and_its_comparison(tmp_path):
     modes = {json.loads((j / C0 / "manifest.json").read_text())["mode"] for j in jobs}
     assert modes == {"continual", "joint"}
     # scratch (every window) did not depend on the ancestor: computed by the first job, reused by the others
-    assert len(list((tmp_path / "cache").glob("*.json"))) < 4 * 2 * 11
+    assert len(list((tmp_path / "cache").glob("*.json"))) < 4 * 2 * 11 * 2  # test and validation tasks
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare.py"), str(sweep)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
