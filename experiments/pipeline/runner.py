@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import sys
 import time
@@ -120,7 +121,8 @@ def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
     dist.ensure_process_group("nccl" if cuda else "gloo")
     loggers = make_loggers(cfg, out)
     ctx = RunContext(cfg, out, loggers)
-    invocation = time.strftime("%Y-%m-%d %H:%M:%S")
+    # to the microsecond: two invocations within one second (a resume with nothing left to do) stay apart
+    invocation = datetime.datetime.now().isoformat(sep=" ", timespec="microseconds")
     log.info("run %s: seed %d, stages %s, output %s", cfg.exp_name, cfg.seed, list(cfg.stage), out)
     result = None
     try:
