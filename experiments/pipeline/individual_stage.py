@@ -60,7 +60,7 @@ def validation_tasks(ctx: RunContext, shots: int):
                                  queries=v.queries, group=v.group)  # fmt: skip
 
 
-def shared_settings(ctx: RunContext, kind: str) -> dict:
+def shared_settings(ctx: RunContext) -> dict:
     """The stage-3 settings every computation depends on: the individual training, the data, the Trainer's
     numerics (precision, clipping, accumulation, determinism) and the speed options that change rounding."""
     cfg = ctx.cfg
@@ -126,7 +126,7 @@ def run_individual(ctx: RunContext) -> dict:
     shared = Path(str(cfg.individual.cache_dir)).expanduser() if cfg.individual.get("cache_dir") else None
     cache = ComputationCache(raw, shared)
     learngenes = load_learngenes(ctx)
-    settings = shared_settings(ctx, next(iter(learngenes.values())).kind)
+    settings = shared_settings(ctx)
     plan = []
     for shots in cfg.individual.shots:
         for seed, learngene in learngenes.items():
