@@ -86,14 +86,20 @@ def gather_entries(raw: dict, entries: list[dict]) -> Gathered:
     return g
 
 
+def _grid(rows: dict) -> list[list[float]]:
+    """Rows (one per distinct computation, or pair of them) of values keyed by target task, as a grid over the
+    tasks every row has, rows in key order (empty when no task is common to all)."""
+    tasks = sorted(set.intersection(*(set(r) for r in rows.values()))) if rows else []
+    return [[r[t] for t in tasks] for _, r in sorted(rows.items())] if tasks else []
+
+
 def _summary(g: Gathered) -> dict:
     """Mean accuracy and its interval with the target task as the unit (:func:`two_level_mean` over one row per
     distinct computation); ``accuracies`` lists every distinct result."""
     rows: dict[str, dict] = {}
     for (comp, seed, task), acc in g.unique.items():
         rows.setdefault(comp, {})[(seed, task)] = acc
-    tasks = sorted(set.intersection(*(set(r) for r in rows.values())))
-    est = two_level_mean([[rows[c][t] for t in tasks] for c in sorted(rows)])
+    est = two_level_mean(_grid(rows))
     return {**est, "accuracies": [g.unique[k] for k in sorted(g.unique)],
             "parameters": g.info.get("parameters"), "inherited_parameters": g.info.get("inherited_parameters"),
             "train_time_s": sum(g.times) / len(g.times) if g.times else None}  # fmt: skip
@@ -109,12 +115,8 @@ def _add_pairs(rows: dict, g: Gathered, ref: Gathered, seeds: set | None = None)
 
 def _paired_rows(rows: dict, vs: str) -> dict | None:
     """:func:`paired_over_tasks` over the tasks every row has."""
-    if not rows:
-        return None
-    tasks = sorted(set.intersection(*(set(r) for r in rows.values())))
-    if not tasks:
-        return None
-    return {"vs": vs, **paired_over_tasks([[r[t] for t in tasks] for _, r in sorted(rows.items())])}
+    grid = _grid(rows)
+    return {"vs": vs, **paired_over_tasks(grid)} if grid else None
 
 
 def _paired(g: Gathered, ref: Gathered | None, vs: str = "scratch") -> dict | None:
