@@ -111,3 +111,18 @@ def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished_run")
     run_pipeline(compose([*TINY, "stage=[collective,learngene]"], out), out)
     return out
+
+
+def kill_collective_after_task(monkeypatch, task: int):
+    """Make stage 1 stop as Ctrl-C does right after task ``task`` is recorded; returns the function that undoes it."""
+    import experiments.pipeline.collective as collective_stage
+
+    real_prune = collective_stage.prune_checkpoints
+
+    def killed(out, manifest, keep, keep_task):
+        real_prune(out, manifest, keep, keep_task)
+        if manifest["tasks"][-1]["task"] == task:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(collective_stage, "prune_checkpoints", killed)
+    return lambda: monkeypatch.setattr(collective_stage, "prune_checkpoints", real_prune)

@@ -10,9 +10,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose
+from conftest import TINY, compose, kill_collective_after_task
 
-import experiments.pipeline.collective as collective_stage
 from experiments.pipeline.collective.joint import RunOptimizer
 from experiments.pipeline.collective.setup import (
     continual_task_sizes,
@@ -217,19 +216,12 @@ def test_one_optimizer_and_the_schedule_run_over_the_whole_run(joint_run):
 def test_killed_joint_run_resumes_exactly(joint_run, tmp_path, monkeypatch):
     straight = joint_run[0]
     resumed = tmp_path / "resumed"
-    real_prune = collective_stage.prune_checkpoints
-
-    def killed_after_task_1(out, manifest, keep, keep_task):
-        real_prune(out, manifest, keep, keep_task)
-        if manifest["tasks"][-1]["task"] == 1:
-            raise KeyboardInterrupt("killed")
-
     cfg = [*JOINT, "stage=[collective]", "methods=[learngene,scratch]"]
-    monkeypatch.setattr(collective_stage, "prune_checkpoints", killed_after_task_1)
+    undo_kill = kill_collective_after_task(monkeypatch, 1)
     with pytest.raises(RunInterrupted):
         run_pipeline(compose(cfg, resumed), resumed)
     assert not (resumed / C0 / "task_02.pt").exists()
-    monkeypatch.setattr(collective_stage, "prune_checkpoints", real_prune)
+    undo_kill()
     run_pipeline(compose(cfg, resumed), resumed)
     a = torch.load(straight / C0 / "task_02.pt", weights_only=False)
     b = torch.load(resumed / C0 / "task_02.pt", weights_only=False)

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose
+from conftest import TINY, compose, kill_collective_after_task
 
-import experiments.pipeline.collective as collective_stage
 from experiments.pipeline.run_guard import RunInterrupted
 from experiments.pipeline.runner import run_pipeline
 from learngene_core.criterion.records import read_rows
@@ -202,18 +201,11 @@ def test_killed_run_resumes_with_the_same_weights_metrics_and_statistics(tmp_pat
     run_pipeline(compose(COLLECTIVE_ONLY, straight), straight)
 
     resumed = tmp_path / "resumed"
-    real_prune = collective_stage.prune_checkpoints
-
-    def killed_after_task_1(out, manifest, keep, keep_task):
-        real_prune(out, manifest, keep, keep_task)
-        if manifest["tasks"][-1]["task"] == 1:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(collective_stage, "prune_checkpoints", killed_after_task_1)
+    undo_kill = kill_collective_after_task(monkeypatch, 1)
     with pytest.raises(RunInterrupted, match="SIGINT"):
         run_pipeline(compose(COLLECTIVE_ONLY, resumed), resumed)
     assert not (resumed / C0 / "task_02.pt").exists()
-    monkeypatch.setattr(collective_stage, "prune_checkpoints", real_prune)
+    undo_kill()
     run_pipeline(compose(COLLECTIVE_ONLY, resumed), resumed)
 
     a, b = _final_state(straight), _final_state(resumed)
