@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import image_set, machine, print_machine, write_json  # noqa: E402
 
 from callbacks.criterion_stats import CriterionStatsCallback  # noqa: E402
+from callbacks.task_inputs import TaskInputs  # noqa: E402
 from experiments.pipeline.collective.setup import probe_images  # noqa: E402
 from learngene_core.backbones.base import BlockNet  # noqa: E402
 from learngene_core.backbones.vgg import PAPER_SCHEDULE, PAPER_WIDTHS, vgg_spec  # noqa: E402
@@ -50,9 +51,15 @@ def run(net, x, y, probe_x, args, with_stats: bool) -> float:
         if with_stats:
             # the pipeline's Fisher batches: the task's training images, eval-normalised, storage order
             fisher = functools.partial(TensorBatchLoader, x, y, 64, augment, train=False)
-            callbacks.append(CriterionStatsCallback(Path(tmp) / "gradient_stats.csv", tau=TAU, task=0,
-                                                    probe_x=augment.eval(probe_x), fisher_batches=fisher,
-                                                    fisher_samples=args.fisher_samples))  # fmt: skip
+            inputs = TaskInputs(
+                task=0,
+                stats_csv=Path(tmp) / "gradient_stats.csv",
+                tau=TAU,
+                probe_x=augment.eval(probe_x),
+                fisher_batches=fisher,
+                fisher_samples=args.fisher_samples,
+            )
+            callbacks.append(CriterionStatsCallback(inputs))  # fmt: skip
         trainer = L.Trainer(max_epochs=args.epochs, accelerator=args.device, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)  # fmt: skip
         loader = TensorBatchLoader(x, y, 64, augment, train=True, seed=0)

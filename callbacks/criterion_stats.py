@@ -13,12 +13,12 @@ named ("conv7", "fc1", "head"), and names survive widening.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from callbacks.task_inputs import TaskInputs
 from learngene_core.criterion.gradient import step_statistics
 from learngene_core.criterion.learning import TaskProbe
 from learngene_core.criterion.records import TASK_EPOCH, append_rows
@@ -34,24 +34,17 @@ def named_layers(net) -> list[tuple[str, str, list[torch.Tensor]]]:
 
 
 class CriterionStatsCallback(L.Callback):
-    def __init__(
-        self,
-        csv_path: str | Path | None,
-        tau: float,
-        task: int,
-        every_n_steps: int = 1,
-        probe_x: torch.Tensor | None = None,
-        fisher_batches: Callable[[], Iterable] | None = None,
-        fisher_samples: int = 64,
-        classes: int | None = None,
-        task_statistics: bool = True,
-    ) -> None:
+    def __init__(self, task_inputs: TaskInputs, every_n_steps: int = 1, task_statistics: bool = True) -> None:
+        """``task_inputs``: the task, the CSV, the threshold and the probe images of this task (the stage gives
+        them); ``every_n_steps``: step statistics on every n-th step; ``task_statistics``: also the task-end
+        statistics (cka_drift, weight_change, fisher_importance, ...)."""
         super().__init__()
-        self.csv_path = Path(csv_path) if csv_path else None
-        self.tau, self.task, self.every = float(tau), int(task), max(1, int(every_n_steps))
+        i = task_inputs
+        self.csv_path = Path(i.stats_csv) if i.stats_csv else None
+        self.tau, self.task, self.every = float(i.tau), int(i.task), max(1, int(every_n_steps))
         self.step_stats = statistics("step")
         self.task_stats = statistics("task") if task_statistics else []
-        self.probe_args = (probe_x, fisher_batches, fisher_samples, classes)
+        self.probe_args = (i.probe_x, i.fisher_batches, i.fisher_samples, i.classes)
         self.probe: TaskProbe | None = None
         self.rows: list[dict] = []  # this task's rows
         self._sums: torch.Tensor | None = None

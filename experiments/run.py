@@ -26,21 +26,13 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="run")
 def main(cfg: DictConfig) -> float | None:
+    """Hydra has composed ``cfg``; ``main_guarded`` checks it, logs the plan, runs the stages of ``cfg.stage``
+    (experiments/pipeline/runner.py: ``STAGE_FUNCTIONS``) and returns the sweep's objective."""
     from hydra.core.hydra_config import HydraConfig
 
     from experiments.pipeline.runner import main_guarded
 
-    result = main_guarded(cfg, HydraConfig.get().runtime.output_dir)
-    return sweep_objective(result, cfg.get("optimized_metric"))
-
-
-def sweep_objective(result: dict | None, metric: str | None) -> float | None:
-    """The value a Hydra sweeper optimises: the scalar ``optimized_metric`` names (see report_stage.scalars)."""
-    if not result or not metric:
-        return None
-    from experiments.pipeline.report_stage import scalars
-
-    return scalars(result).get(metric)
+    return main_guarded(cfg, HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

@@ -103,3 +103,35 @@ def test_study_time_profile_reads_a_finished_run(finished_run, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_time_profile.py"), str(tmp_path)],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode != 0 and "timings.json" in bad.stderr
+
+
+def _fake_run(root, accs: list[float], window: list[str], final_acc: float):
+    """A run directory with only what precision_parity.py reads: stage-3 results, a learngene record, metrics."""
+    tasks = [{"seed": 0, "task": i, "acc": a, "train_time_s": 1.0} for i, a in enumerate(accs)]
+    raw = {"computations": {"c1": {"tasks": tasks, "info": {}}},
+           "entries": {"learngene@10/seed0": {"method": "learngene", "computation": "c1"}}}  # fmt: skip
+    (root / "individual").mkdir(parents=True)
+    (root / "individual" / "results_raw.json").write_text(json.dumps(raw))
+    (root / "learngene" / "seed_0").mkdir(parents=True)
+    info = {
+        "selected": {"blocks": window},
+        "statistic": "s",
+        "all_statistics": {"s": {"window_scores": [0.1]}},
+    }
+    (root / "learngene" / "seed_0" / "learngene.json").write_text(json.dumps(info))
+    (root / "collective" / "seed_0").mkdir(parents=True)
+    metrics = {"class_incremental": {"final_average_accuracy": final_acc}}
+    (root / "collective" / "seed_0" / "metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+def test_precision_parity_pairs_the_same_tasks_of_two_runs(tmp_path):
+    accs = [0.5, 0.6, 0.55, 0.7, 0.65]
+    first = _fake_run(tmp_path / "fp32", accs, ["conv11", "conv12", "conv13"], 0.40)
+    second = _fake_run(tmp_path / "fast", [a + 0.02 for a in accs], ["conv1", "conv2", "conv3"], 0.41)
+    out = tmp_path / "parity.json"
+    stdout = run_script("precision_parity.py", str(first), str(second), "--json", str(out))
+    row = json.loads(out.read_text())["methods"]["learngene@10/seed0"]
+    assert row["difference"]["mean_diff"] == pytest.approx(0.02) and row["difference"]["n"] == 5
+    assert row["max_abs_task_difference"] == pytest.approx(0.02)
+    assert "+2.0" in stdout and "(DIFFERENT)" in stdout and "first 0.4, second 0.41" in stdout

@@ -144,6 +144,7 @@ def test_keys_the_suite_would_ignore_are_refused(override, message, tmp_path):
 
 
 def test_a_lightning_callback_from_the_command_line_is_used(tmp_path):
+    from callbacks.task_inputs import TaskInputs
     from experiments.pipeline.collective.fit import make_callbacks
     from experiments.pipeline.context import RunContext
 
@@ -151,18 +152,18 @@ def test_a_lightning_callback_from_the_command_line_is_used(tmp_path):
         ["+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor"], tmp_path
     )
     check_config(cfg)
-    cbs = make_callbacks(RunContext(cfg, tmp_path), 0, tmp_path / "g.csv", None, None, None)
+    cbs = make_callbacks(RunContext(cfg, tmp_path), TaskInputs(task=0, stats_csv=tmp_path / "g.csv"))
     assert [type(c).__name__ for c in cbs] == ["CriterionStatsCallback", "LearningRateMonitor"]
 
 
 def test_optimized_metric_names_the_sweep_objective(tmp_path):
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from run import sweep_objective
+    from experiments.pipeline.runner import sweep_objective
 
     cfg = compose(["individual.shots=[5,10]"], tmp_path)
     assert cfg.optimized_metric == "individual/test/acc/learngene/5shot"
     result = {"tables": {"5": [{"method": "learngene", "mean": 0.4, "paired": None}],
-                         "10": [{"method": "learngene", "mean": 0.6, "paired": None}]}, "judgement": {}}  # fmt: skip
+                         "10": [{"method": "learngene", "mean": 0.6, "paired": None}]}, "judgement": {},
+              "reference": "scratch"}  # fmt: skip
     assert sweep_objective(result, cfg.optimized_metric) == 0.4
     assert sweep_objective(result, "individual/test/acc/learngene") == pytest.approx(0.5)
 

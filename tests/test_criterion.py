@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from callbacks.criterion_stats import CriterionStatsCallback
+from callbacks.task_inputs import TaskInputs
 from learngene_core.backbones.base import BlockNet
 from learngene_core.backbones.vgg import vgg_spec
 from learngene_core.criterion.gradient import step_statistics
@@ -138,7 +139,7 @@ def _run_epoch(cb, net, trainer, steps=2, lr=0.0):
 def test_callback_records_the_mean_of_its_per_step_statistics_and_keeps_names_across_widening(tmp_path):
     net, trainer = _tiny_net(), _Trainer()
     csv = tmp_path / "gradient_stats.csv"
-    cb = CriterionStatsCallback(csv, tau=1e-8, task=0, task_statistics=False)
+    cb = CriterionStatsCallback(TaskInputs(task=0, stats_csv=csv, tau=1e-8), task_statistics=False)
     steps = _run_epoch(cb, net, trainer, steps=3, lr=0.05)
     rows = read_rows(csv)
     names = [s.name for s in cb.step_stats]
@@ -149,7 +150,7 @@ def test_callback_records_the_mean_of_its_per_step_statistics_and_keeps_names_ac
     # the steps differ (the weights moved), so a per-epoch value that just copied one step would fail above
     assert not torch.equal(steps[0]["conv1"], steps[-1]["conv1"])
     net.widen(1, 3)  # conv2 grows from 6 to 9 units: still "conv2"
-    cb2 = CriterionStatsCallback(csv, tau=1e-8, task=1, task_statistics=False)
+    cb2 = CriterionStatsCallback(TaskInputs(task=1, stats_csv=csv, tau=1e-8), task_statistics=False)
     _run_epoch(cb2, net, trainer)
     rows = read_rows(csv)
     layers = ["conv1", "conv2", "conv3", "fc1", "head"]
@@ -225,7 +226,9 @@ def test_callback_records_task_statistics_once_per_task(tmp_path):
     x, y = _batch(16, 12)
     csv = tmp_path / "gradient_stats.csv"
     cb = CriterionStatsCallback(
-        csv, tau=1e-8, task=0, probe_x=x, fisher_batches=lambda: [(x, y)], fisher_samples=12
+        TaskInputs(
+            task=0, stats_csv=csv, tau=1e-8, probe_x=x, fisher_batches=lambda: [(x, y)], fisher_samples=12
+        )
     )
     cb.on_train_start(trainer, _Module(net))
     _run_epoch(cb, net, trainer, steps=2, lr=0.1)

@@ -234,7 +234,7 @@ def test_exp_descendants_runs_and_reports_every_shape(finished_run, tmp_path):
     assert saved["descendants"]["5"]["rows"][0]["arm"] == rows[0]["arm"]
     assert "Descendants (5-shot)" in (out / "results.md").read_text()
     assert (out / "plots/descendants_5shot.png").exists()
-    from experiments.pipeline.report_stage import scalars
+    from experiments.pipeline.report import scalars
 
     assert "individual/test/paired_diff/descendants/w2-d+1/widen+repeat/5shot" in scalars(res)
 

@@ -109,3 +109,69 @@ def test_learngene_blocks_carry_the_inherited_weights_and_can_be_frozen(finished
     assert not torch.equal(scratch.blocks[-1].conv.weight, net.blocks[-1].conv.weight)
     with pytest.raises(Exception, match="32 px"):
         load_learngene(finished_run / "learngene/seed_0/learngene.pt", input_size=64)
+
+
+def _toy_section_table(inp) -> dict:
+    accs = {e["arm"]: inp.raw["computations"][e["computation"]]["tasks"][0]["acc"] for e in inp.entries}
+    return {"arms": accs}
+
+
+TOY_SECTION = None  # set below, once the report package is importable
+
+
+def test_a_multi_arm_method_reports_its_own_section_and_its_options_are_part_of_its_identity(tmp_path):
+    """A method with arms names its own report section where it is registered (the report names no method), and
+    its config node is part of every job's identity although the job does not write it: rerunning stage 3 with
+    another value of its option computes anew instead of reusing the cached result."""
+    global TOY_SECTION
+    from experiments.methods.common import TaskResult
+    from experiments.methods.registry import Job, register_method, unregister_method
+    from experiments.pipeline.report.sections import ReportSection
+
+    TOY_SECTION = ReportSection(
+        table=_toy_section_table,
+        markdown=lambda shots, t: ["", f"Toy arms ({shots}-shot): {sorted(t['arms'].items())}"],
+        terminal=lambda t: [f"  toy arms: {sorted(t['arms'])}"],
+        scalars=lambda shots, t: {f"toy/{arm}/{shots}shot": v for arm, v in t["arms"].items()},
+    )
+
+    @register_method("toy_arms", "toy (two constant arms)", config_keys=("level",),
+                     section=f"{__name__}:TOY_SECTION")  # fmt: skip
+    def toy_arms(m):
+        def job(arm, offset):
+            def run(tasks):
+                acc = float(m.cfg.level) + offset
+                return [TaskResult(t.seed, t.index, list(t.classes), acc, 0.0) for t in tasks], {
+                    "parameters": 1
+                }
+
+            return Job(identity={"kind": "toy_arms", "arm": arm}, run=run, arm=arm)  # no "level" written here
+
+        return [job("low", 0.0), job("high", 0.1)]
+
+    try:
+        cfg = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy_arms.level=0.25"], tmp_path)
+        first = run_pipeline(cfg, tmp_path)
+        again = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy_arms.level=0.5",
+                         "stage=[individual,report]"], tmp_path)  # fmt: skip
+        second = run_pipeline(again, tmp_path)
+        from experiments.pipeline.report import scalars, terminal_summary
+
+        logged, summary = scalars(second), terminal_summary(second, tmp_path / "results.md")
+    finally:
+        unregister_method("toy_arms")
+    assert first["toy_arms"]["5"]["arms"] == {"low": 0.25, "high": pytest.approx(0.35)}
+    assert second["toy_arms"]["5"]["arms"] == {"low": 0.5, "high": pytest.approx(0.6)}
+    assert "toy_arms" not in {r["method"] for r in second["tables"]["5"]}  # its own section, not a table row
+    assert "Toy arms (5-shot): [('high', 0.6" in (tmp_path / "results.md").read_text()
+    assert logged["toy/low/5shot"] == 0.5
+    assert "toy arms: ['high', 'low']" in summary
+
+
+def test_one_method_is_the_reference_of_every_paired_difference():
+    from experiments.methods.registry import METHODS, reference_method, register_method
+
+    assert reference_method() == "scratch"
+    with pytest.raises(ValueError, match="'scratch' already is"):
+        register_method("toy_ref", "toy reference", reference=True)(lambda m: [])
+    assert "toy_ref" not in METHODS

@@ -13,13 +13,9 @@ import torch
 from conftest import TINY, compose, kill_collective_after_task
 
 from experiments.pipeline.collective.joint import RunOptimizer
-from experiments.pipeline.collective.setup import (
-    continual_task_sizes,
-    initial_net,
-    make_datamodule,
-    make_stream,
-)
+from experiments.pipeline.collective.setup import initial_net, make_datamodule
 from experiments.pipeline.context import RunContext
+from experiments.pipeline.plan import continual_task_sizes, make_stream
 from experiments.pipeline.run_guard import RunInterrupted
 from experiments.pipeline.runner import run_pipeline
 from learngene_core.criterion.records import read_rows

@@ -8,7 +8,7 @@ import scipy.stats
 import torch
 from conftest import TINY, compose
 
-from experiments.pipeline.report_stage import _paired, _summary, gather_entries
+from experiments.pipeline.report.analysis import _paired, _summary, gather_entries
 from learngene_core.metrics.stats import paired_over_tasks, spearman, two_level_mean
 
 SEEDS, TASKS = 3, 10  # collective seeds x target tasks, as in a study with 5 tasks x 2 seeds
@@ -39,7 +39,7 @@ def study(
 
 
 def paired_of(raw, learngene, scratch) -> dict:
-    return _paired(gather_entries(raw, learngene), gather_entries(raw, scratch))
+    return _paired(gather_entries(raw, learngene), gather_entries(raw, scratch), "scratch")
 
 
 @pytest.mark.parametrize("seed_sd", [0.0, 0.02])

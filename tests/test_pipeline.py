@@ -74,7 +74,7 @@ def test_full_pipeline_writes_every_artifact(full_run):
         assert r["gain"]["mean_diff"] == pytest.approx(r["inherit"]["mean"] - r["scratch"]["mean"])
         assert {"paper_signed_frac", "weight_change", "cka_drift", "fisher_importance"} <= set(r["scores"])
     # the terminal summary fits 100 columns and points to results.md for the full tables
-    from experiments.pipeline.report_stage import terminal_summary
+    from experiments.pipeline.report import terminal_summary
 
     text = terminal_summary(result, out / "results.md")
     assert max(len(line) for line in text.splitlines()[:-1]) <= 100  # the last line: the path of results.md
@@ -379,7 +379,7 @@ def test_without_a_probe_set_the_representation_statistic_is_not_recorded(tmp_pa
 def test_a_pair_of_computations_shared_by_collective_seeds_counts_once():
     """ProtoNet and scratch do not depend on the learngene: over 3 collective seeds their pairs are the same
     10 pairs, not 30 (which would narrow the interval by sqrt(3)); the learngene's pairs are all distinct."""
-    from experiments.pipeline.report_stage import Gathered, _paired
+    from experiments.pipeline.report.analysis import Gathered, _paired
 
     rng = np.random.default_rng(0)
     tasks = [(s, t) for s in range(2) for t in range(5)]
@@ -395,8 +395,10 @@ def test_a_pair_of_computations_shared_by_collective_seeds_counts_once():
         {(cs, *k): v + float(rng.normal(0, 0.03)) for cs in range(3) for k, v in shared.items()},
         {cs: f"L{cs}" for cs in range(3)},
     )
-    once = _paired(protonet, scratch)
-    alone = _paired(Gathered(dict(list(protonet.by_task.items())[:10]), {0: "P"}), scratch)
+    once = _paired(protonet, scratch, "scratch")
+    alone = _paired(Gathered(dict(list(protonet.by_task.items())[:10]), {0: "P"}), scratch, "scratch")
     assert once["n"] == 10 and once == alone
-    both = _paired(learngene, scratch)  # the unit is the target task: 10, with three collective seeds in it
+    both = _paired(
+        learngene, scratch, "scratch"
+    )  # the unit is the target task: 10, with three collective seeds in it
     assert both["n"] == 10 and both["collective_seeds"] == 3

@@ -72,7 +72,7 @@ def combinations(learngene: Learngene, shape: Shape, strategies, base_width: int
 
 def descendant_for(ctx, learngene: Learngene, shape: Shape, strategies) -> tuple[Learngene, NetSpec, int]:
     icfg, mult = ctx.cfg.individual, ctx.cfg.model.width_mult
-    base = scale_width(64, mult)
+    base = scale_width(icfg.base_width, mult)
     adapted = adapt(learngene, shape, strategies, base) if strategies else learngene
     spec, n_lower = descendant_spec(
         adapted, shape, icfg.ways, hidden=[scale_width(h, mult) for h in icfg.hidden], base_width=base,
@@ -100,10 +100,15 @@ def run_descendant(ctx, adapted, spec, n_lower, tasks, inherit: bool = True) -> 
     "descendants",
     "descendants (one learngene, many shapes; inherited and from scratch)",
     config_keys=("shapes", "strategies"),
+    identity_excludes=(
+        "shapes",
+        "strategies",
+    ),  # each arm's identity: its spec and adapted learngene's digest
+    section="experiments.pipeline.report.descendants:SECTION",
 )
 def descendants(m: MethodContext) -> list[Job]:
     strategies = strategies_of(m.cfg)
-    base = scale_width(64, m.run.cfg.model.width_mult)
+    base = scale_width(m.run.cfg.individual.base_width, m.run.cfg.model.width_mult)
     jobs = []
     for i, node in enumerate(m.cfg.shapes):
         key = f"{KEY}.shapes[{i}]"

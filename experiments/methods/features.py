@@ -82,7 +82,7 @@ def run_linear_probe(
 )
 def linear_probe(m: MethodContext) -> list[Job]:
     net, max_iter = m.collective, int(m.cfg.max_iter)
-    return [Job(identity={"kind": "linear_probe", "collective": net_digest(net), "max_iter": max_iter},
+    return [Job(identity={"kind": "linear_probe", "collective": net_digest(net)},
                 run=lambda tasks: run_linear_probe(m.run, net, tasks, max_iter))]  # fmt: skip
 
 
@@ -94,5 +94,5 @@ def linear_probe(m: MethodContext) -> list[Job]:
 )
 def prototype(m: MethodContext) -> list[Job]:
     net, metric = m.collective, str(m.cfg.metric)
-    return [Job(identity={"kind": "prototype", "collective": net_digest(net), "metric": metric},
+    return [Job(identity={"kind": "prototype", "collective": net_digest(net)},
                 run=lambda tasks: run_prototype(m.run, net, tasks, metric))]  # fmt: skip

@@ -23,7 +23,7 @@ from learngene_core.individual import build_individual, individual_spec, inherit
 def spec_for(ctx, learngene: Learngene) -> tuple[NetSpec, int]:
     icfg, mult = ctx.cfg.individual, ctx.cfg.model.width_mult
     return individual_spec(
-        learngene, icfg.ways, hidden=[scale_width(h, mult) for h in icfg.hidden], base_width=scale_width(64, mult),
+        learngene, icfg.ways, hidden=[scale_width(h, mult) for h in icfg.hidden], base_width=scale_width(icfg.base_width, mult),
         lower_pools=icfg.lower_pools, pool_to=icfg.pool_to, input_size=ctx.cfg.data.image_size,
     )  # fmt: skip
 
@@ -64,7 +64,7 @@ def learngene(m: MethodContext) -> list[Job]:
     return [inherit_job(m, m.learngene, True, "learngene")]
 
 
-@register_method("scratch", "scratch (same network, random init)")
+@register_method("scratch", "scratch (same network, random init)", reference=True)
 def scratch(m: MethodContext) -> list[Job]:
     return [inherit_job(m, m.learngene, False, "scratch")]
 
@@ -74,6 +74,7 @@ def scratch(m: MethodContext) -> list[Job]:
     "judgement (every window, inherited and from scratch)",
     needs_collective=True,
     validation=True,
+    section="experiments.pipeline.report.judgement:SECTION",
 )
 def judgement(m: MethodContext) -> list[Job]:
     net, k = m.collective, len(m.learngene.blocks)

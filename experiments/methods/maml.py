@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from experiments.methods.common import TaskResult, gather, my_share, test_images
 from experiments.methods.inherit import spec_for
@@ -21,7 +20,7 @@ def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskRe
     module = instantiate(c.module)(net=net, optimizer=instantiate(c.optimizer), inner_lr=c.inner_lr,
                                    inner_steps=c.inner_steps, first_order=c.first_order)  # fmt: skip
     dm = episodes_datamodule(ctx, "maml", c.iterations * c.meta_batch, ways, c.shots, c.queries, c.meta_batch)
-    meta = meta_train(ctx, "maml", identity, net, module, dm)
+    meta = meta_train(ctx, "maml", {**identity, "method_config": m.config_identity}, net, module, dm)
     module.net = net.to(ctx.device)
     results = []
     for t in my_share(tasks):
@@ -48,7 +47,6 @@ def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskRe
 )  # fmt: skip
 def maml(m: MethodContext) -> list[Job]:
     spec, _ = spec_for(m.run, m.learngene)
-    cfg = OmegaConf.to_container(m.cfg, resolve=True)
-    identity = {"kind": "maml", "spec": spec.to_dict(), "config": cfg, "seed": m.run.cfg.seed,
+    identity = {"kind": "maml", "spec": spec.to_dict(), "seed": m.run.cfg.seed,
                 "ways": m.run.cfg.individual.ways}  # fmt: skip
     return [Job(identity=identity, run=lambda tasks: run_maml(m, spec, identity, tasks))]

@@ -7,7 +7,6 @@ import time
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from experiments.methods.common import TaskResult, gather, my_share, test_images
 from experiments.methods.inherit import spec_for
@@ -21,7 +20,7 @@ def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[Ta
     net = seeded_net(spec, ctx.cfg.seed, "protonet")
     module = instantiate(p.module)(net=net, ways=p.ways, optimizer=instantiate(p.optimizer))
     dm = episodes_datamodule(ctx, "protonet", p.episodes, p.ways, p.shots, p.queries)
-    meta = meta_train(ctx, "protonet", identity, net, module, dm)
+    meta = meta_train(ctx, "protonet", {**identity, "method_config": m.config_identity}, net, module, dm)
     net = net.to(ctx.device).eval()
     results = []
     with torch.no_grad():
@@ -46,6 +45,5 @@ def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[Ta
 )
 def protonet(m: MethodContext) -> list[Job]:
     spec, _ = spec_for(m.run, m.learngene)
-    cfg = OmegaConf.to_container(m.cfg, resolve=True)
-    identity = {"kind": "protonet", "spec": spec.to_dict(), "config": cfg, "seed": m.run.cfg.seed}
+    identity = {"kind": "protonet", "spec": spec.to_dict(), "seed": m.run.cfg.seed}
     return [Job(identity=identity, run=lambda tasks: run_protonet(m, spec, identity, tasks))]

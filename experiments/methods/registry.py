@@ -10,8 +10,15 @@ A method is one decorated function that plans its work for one (collective seed,
 plus one config file ``experiments/configs/methods/my_method.yaml`` holding ``my_method: {...}`` (its
 own node, ``m.cfg``), selected with ``methods=[...,my_method]``. A :class:`Job` says what determines
 its numbers (``identity``: equal identities are computed once, across collective seeds and reruns)
-and how to compute them (``run(tasks) -> (per-task results, info)``). Methods with several arms
+and how to compute them (``run(tasks) -> (per-task results, info)``); the method's own config node is part of
+every job's identity without being written there (``MethodContext.config_identity``, less the keys a method
+declares ``identity_excludes`` because each job's identity already says what they change). Methods with several arms
 (the judgement: every window, inherited and from scratch) return several jobs.
+
+Two roles the report reads from here, so that it names no method itself: the one ``reference=True`` method is
+what every other method's paired difference is taken against (scratch), and a multi-arm method names its own
+report ``section`` (``"module:ATTR"`` of a :class:`~experiments.pipeline.report.sections.ReportSection`), which
+builds, prints and plots its table instead of a row in the methods table.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -41,6 +48,8 @@ class MethodContext:
     collective_seed: int
     learngene: Any  # the Learngene of this collective seed
     shots: int
+    # the method's resolved config (Method.config_identity), part of every job's identity
+    config_identity: dict = field(default_factory=dict)
 
     @cached_property
     def collective(self):
@@ -63,6 +72,15 @@ class Method:
     validation: bool = (
         False  # its jobs also run on the held-out validation tasks (the report chooses among its arms)
     )
+    reference: bool = False  # the paired differences of every other method are taken against this one
+    section: str | None = None  # "module:ATTR" of its ReportSection (multi-arm methods); None: a table row
+    # config keys left out of config_identity (each job's own identity says what they change)
+    identity_excludes: tuple[str, ...] = ()
+
+    def config_identity(self, node: DictConfig | None) -> dict:
+        """The method's resolved config node, less ``identity_excludes``: part of every job's identity."""
+        resolved = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        return {k: v for k, v in (resolved or {}).items() if k not in self.identity_excludes}
 
 
 METHODS: dict[str, Method] = {}
@@ -74,13 +92,24 @@ def register_method(
     needs_collective: bool = False,
     config_keys: tuple[str, ...] | None = (),
     validation: bool = False,
+    reference: bool = False,
+    section: str | None = None,
+    identity_excludes: tuple[str, ...] = (),
 ) -> Callable[[Callable], Callable]:
     """``config_keys``: the keys its config node may hold (others are refused as typos); None: any.
     ``validation``: its jobs also run on the held-out validation tasks (``individual.validation``), where the
-    report chooses among its arms before looking at the test tasks."""
+    report chooses among its arms before looking at the test tasks. ``reference``: the method every paired
+    difference is taken against (one per registry). ``section``: ``"module:ATTR"`` of the method's own report
+    section. ``identity_excludes``: config keys that are not part of every job's identity (a job's own identity
+    says what they change for it, e.g. the descendants' shape list)."""
 
     def deco(fn: Callable[[MethodContext], list[Job]]) -> Callable:
-        METHODS[name] = Method(name, label, fn, needs_collective, config_keys, validation)
+        other = next((m.name for m in METHODS.values() if m.reference and m.name != name), None)
+        if reference and other:
+            raise ValueError(f"method {name!r} is registered as the reference but {other!r} already is")
+        METHODS[name] = Method(
+            name, label, fn, needs_collective, config_keys, validation, reference, section, identity_excludes
+        )
         return fn
 
     return deco
@@ -109,3 +138,9 @@ def get_method(name: str) -> Method:
 def method_names() -> list[str]:
     load_builtin()
     return list(METHODS)
+
+
+def reference_method() -> str | None:
+    """The registered reference method's name (scratch), or None."""
+    load_builtin()
+    return next((m.name for m in METHODS.values() if m.reference), None)

@@ -192,6 +192,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "individual.momentum": real_range(0, 1, hi_open=True),
     "individual.weight_decay": real_range(0),
     "individual.hidden": int_list(1, 0),
+    "individual.base_width": int_range(1),
     "individual.pool_to": int_range(1),
     "individual.lower_pools": one_of(LOWER_POOLS),
     "individual.freeze_inherited": is_bool,
@@ -551,8 +552,7 @@ def check_validation_limits(icfg: DictConfig, groups: dict, train: dict, name: l
 
 def check_against_data(ctx) -> list[str]:
     """Checks that need the data (ways vs classes, shots vs images, ...); returns a summary of the protocol."""
-    from experiments.pipeline.collective.setup import make_stream
-    from experiments.pipeline.individual_stage import target_tasks
+    from experiments.pipeline.plan import make_stream, target_tasks
 
     cfg, image_set = ctx.cfg, ctx.image_set
     if image_set.image_size != cfg.data.image_size:
@@ -572,7 +572,7 @@ def check_against_data(ctx) -> list[str]:
         lines.append(f"collective stream (seed {seed}): {len(stream)} {what} of {len(stream[0].classes)} classes: "
                      f"{shown[:300]}{' ...' if len(stream) > 4 else ''}")  # fmt: skip
     for shots in cfg.individual.shots:
-        tasks = target_tasks(ctx, shots)
+        tasks = target_tasks(cfg, image_set, shots)
         lines.append(f"target tasks, {shots}-shot: {len(tasks)} ({cfg.individual.n_tasks} per seed x seeds "
                      f"{list(cfg.individual.seeds)}), e.g. classes {[list(t.classes) for t in tasks[:3]]}")  # fmt: skip
     return lines

@@ -37,6 +37,7 @@ KNOWN: dict[str, set[str]] = {
     "criterion": {"statistic", "tau", "k", "warmup_tasks", "task_weighting", "epoch_aggregate", "stability",
                   "after_task", "window", "probe_images", "fisher_samples"},
     "individual": {"ways", "shots", "n_tasks", "seeds", "protocol", "queries", "epochs", "batch_size", "batching", "lr",
+                   "base_width",
                    "momentum", "weight_decay", "optimizer", "module", "hidden", "pool_to", "lower_pools",
                    "freeze_inherited", "inherited_lr", "batched", "task_batch", "cache_dir", "validation"},
     "individual.validation": {"n_tasks", "seeds", "group", "queries"},

@@ -23,9 +23,9 @@ from experiments.methods.registry import MethodContext, get_method
 from experiments.pipeline import run_files
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
+from experiments.pipeline.plan import target_tasks, validation_tasks
 from experiments.pipeline.run_files import VALIDATION
 from learngene_core.artifact import Learngene, load_learngene
-from learngene_core.data.target_tasks import make_target_task_grid
 from learngene_core.utils import dist
 from learngene_core.utils.io import atomic_write_json
 
@@ -33,31 +33,6 @@ log = logging.getLogger("learngene")
 # individual.* keys that do not change the numbers (how tasks are grouped for training, where caches live; the
 # shot count is part of every key on its own, so runs with other shot lists share their common computations)
 NOT_RESULT_KEYS = ("batched", "task_batch", "cache_dir", "shots", "validation")
-
-
-def target_tasks(ctx: RunContext, shots: int):
-    icfg = ctx.cfg.individual
-    return make_target_task_grid(
-        ctx.image_set,
-        icfg.n_tasks,
-        icfg.ways,
-        shots,
-        list(icfg.seeds),
-        protocol=icfg.protocol,
-        queries=icfg.queries,
-    )
-
-
-def validation_tasks(ctx: RunContext, shots: int):
-    """The held-out target tasks on which the report chooses (``individual.validation``): other seeds, drawn from
-    the group's classes, support and queries both from its *training* images (episodic), so that no test image
-    informs a choice. Empty when ``individual.validation.n_tasks`` is 0."""
-    icfg = ctx.cfg.individual
-    v = icfg.validation
-    if v.n_tasks == 0:
-        return []
-    return make_target_task_grid(ctx.image_set, v.n_tasks, icfg.ways, shots, list(v.seeds), protocol="episodic",
-                                 queries=v.queries, group=v.group)  # fmt: skip
 
 
 def shared_settings(ctx: RunContext) -> dict:
@@ -131,25 +106,29 @@ def run_individual(ctx: RunContext) -> dict:
     for shots in cfg.individual.shots:
         for seed, learngene in learngenes.items():
             for name in cfg.methods:
-                m = MethodContext(ctx, cfg.methods[name], seed, learngene, int(shots))
                 method = get_method(name)
+                node = cfg.methods[name]
+                m = MethodContext(ctx, node, seed, learngene, int(shots), method.config_identity(node))
                 for job in method.plan(m):
-                    plan.append((name, int(shots), seed, job, None))
+                    identity = {**job.identity, "method_config": m.config_identity}
+                    plan.append((name, int(shots), seed, job, identity, None))
                     if method.validation and cfg.individual.validation.n_tasks > 0:
-                        plan.append((name, int(shots), seed, job, VALIDATION))
+                        plan.append((name, int(shots), seed, job, identity, VALIDATION))
     with stage_progress(disable=not dist.is_rank_zero()) as progress:
         ctx.progress = progress
         bar = progress.add_task("individual", total=len(plan), rate="")
         validation = OmegaConf.to_container(cfg.individual.validation, resolve=True)
-        for name, shots, seed, job, split in plan:
+        for name, shots, seed, job, identity, split in plan:
             key = entry_key(name, shots, seed, job.arm) + (f"/{split}" if split else "")
-            identity = job.identity if split is None else {**job.identity, "split": split, split: validation}
+            if split is not None:
+                identity = {**identity, "split": split, split: validation}
             ckey = computation_key(identity, shots, settings)
             progress.update(bar, description=f"individual {key}")
             ctx.progress_label = key
             comp = cache.get(ckey)
             if comp is None:
-                tasks = target_tasks(ctx, shots) if split is None else validation_tasks(ctx, shots)
+                tasks = (target_tasks(cfg, ctx.image_set, shots) if split is None
+                         else validation_tasks(cfg, ctx.image_set, shots))  # fmt: skip
                 t0 = time.perf_counter()
                 results, info = job.run(tasks)
                 comp = {"info": info, "tasks": [r.to_dict() for r in results],

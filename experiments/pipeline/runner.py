@@ -7,6 +7,8 @@ import datetime
 import logging
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -15,9 +17,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from experiments.pipeline import STAGES
+from experiments.pipeline.collective import run_collective
 from experiments.pipeline.config_check import check_against_data, check_config, check_existing_outputs
-from experiments.pipeline.console import console, route_logging_through_rich
+from experiments.pipeline.console import route_logging_through_rich
 from experiments.pipeline.context import RunContext, is_wandb
+from experiments.pipeline.individual_stage import run_individual
+from experiments.pipeline.learngene_stage import run_learngene
+from experiments.pipeline.report import run_report, scalars
 from experiments.pipeline.run_files import read_json_file
 from experiments.pipeline.run_guard import RunInterrupted, RunLock, StopOnSignal, check_output_dir
 from learngene_core.errors import CheckpointError, LearngeneError
@@ -62,29 +69,26 @@ def set_output_dir(cfg: DictConfig, output_dir: str | Path) -> Path:
     return out
 
 
-def run_stage(ctx: RunContext, stage: str) -> dict | None:
-    if stage == "collective":
-        from experiments.pipeline.collective import run_collective
+@dataclass(frozen=True)
+class Stage:
+    """One stage: the function that runs it, what it reads and what it writes (in the run directory)."""
 
-        run_collective(ctx)
-    elif stage == "learngene":
-        from experiments.pipeline.learngene_stage import run_learngene
+    run: Callable[[RunContext], object]
+    reads: str
+    writes: str
 
-        run_learngene(ctx)
-    elif stage == "individual":
-        from experiments.pipeline.individual_stage import run_individual
 
-        run_individual(ctx)
-    elif stage == "report":
-        from experiments.pipeline.report_stage import run_report, terminal_summary
-
-        result = run_report(ctx)
-        if dist.is_rank_zero():
-            console.print(
-                terminal_summary(result, ctx.path("results.md")), width=100, markup=False, highlight=False
-            )
-        return result
-    return None
+STAGE_FUNCTIONS: dict[str, Stage] = {
+    "collective": Stage(
+        run_collective, "the data", "collective/seed_<s>/ (checkpoints, metrics, gradient statistics)"
+    ),
+    "learngene": Stage(
+        run_learngene, "collective/seed_<s>/", "learngene/seed_<s>/ (learngene.pt, learngene.json)"
+    ),
+    "individual": Stage(run_individual, "learngene/, collective/", "individual/results_raw.json"),
+    "report": Stage(run_report, "individual/, learngene/, collective/", "results.json, results.md, plots/"),
+}
+assert tuple(STAGE_FUNCTIONS) == STAGES, "the stage mapping and the stage names the config check knows differ"
 
 
 def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
@@ -112,6 +116,36 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
 
 
 def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
+    """Start (libraries, seeds, process group, loggers); check what needs the data and earlier outputs and log the
+    plan (streams, target tasks); run each stage of ``cfg.stage`` from :data:`STAGE_FUNCTIONS`, timed; finalize the
+    loggers. Returns the report's results (None when the report did not run)."""
+    ctx = _start(cfg, out)
+    # to the microsecond: two invocations within one second (a resume with nothing left to do) stay apart
+    invocation = datetime.datetime.now().isoformat(sep=" ", timespec="microseconds")
+    log.info("run %s: seed %d, stages %s, output %s", cfg.exp_name, cfg.seed, list(cfg.stage), out)
+    outputs: dict[str, object] = {}
+    try:
+        check_existing_outputs(ctx)
+        for line in check_against_data(ctx):  # the plan: each collective seed's stream, the target tasks
+            log.info(line)
+        for logger in ctx.loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        for name in cfg.stage:
+            current["name"] = name
+            stage = STAGE_FUNCTIONS[name]
+            start = time.perf_counter()
+            log.info("stage %s ... (reads %s; writes %s)", name, stage.reads, stage.writes)
+            outputs[name] = stage.run(ctx)
+            ctx.timings[name] = round(time.perf_counter() - start, 1)
+            log.info("stage %s done in %.1fs", name, ctx.timings[name])
+            if dist.is_rank_zero():
+                record_timings(out / "timings.json", ctx.timings, invocation)
+    finally:
+        _finalize_loggers(ctx.loggers, failed=sys.exc_info()[0] is not None)
+    return outputs.get("report")
+
+
+def _start(cfg: DictConfig, out: Path) -> RunContext:
     quiet_libraries()
     route_logging_through_rich()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -119,36 +153,16 @@ def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
     # finished stage 1; stage 3's task sharding and gathering) need it too. Lightning reuses it.
     cuda = cfg.trainer.accelerator != "cpu" and torch.cuda.is_available()
     dist.ensure_process_group("nccl" if cuda else "gloo")
-    loggers = make_loggers(cfg, out)
-    ctx = RunContext(cfg, out, loggers)
-    # to the microsecond: two invocations within one second (a resume with nothing left to do) stay apart
-    invocation = datetime.datetime.now().isoformat(sep=" ", timespec="microseconds")
-    log.info("run %s: seed %d, stages %s, output %s", cfg.exp_name, cfg.seed, list(cfg.stage), out)
-    result = None
-    try:
-        check_existing_outputs(ctx)
-        for line in check_against_data(ctx):
-            log.info(line)
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        for stage in cfg.stage:
-            current["name"] = stage
-            start = time.perf_counter()
-            log.info("stage %s ...", stage)
-            result = run_stage(ctx, stage) or result
-            ctx.timings[stage] = round(time.perf_counter() - start, 1)
-            log.info("stage %s done in %.1fs", stage, ctx.timings[stage])
-            if dist.is_rank_zero():
-                record_timings(out / "timings.json", ctx.timings, invocation)
-    finally:
-        failed = sys.exc_info()[0] is not None
-        for logger in loggers:
-            logger.finalize("failed" if failed else "success")
-            if is_wandb(logger):
-                from experiments.pipeline.wandb_logging import finish
+    return RunContext(cfg, out, make_loggers(cfg, out))
 
-                finish(logger, failed)
-    return result
+
+def _finalize_loggers(loggers: list, failed: bool) -> None:
+    for logger in loggers:
+        logger.finalize("failed" if failed else "success")
+        if is_wandb(logger):
+            from experiments.pipeline.wandb_logging import finish
+
+            finish(logger, failed)
 
 
 def record_timings(path: Path, timings: dict[str, float], invocation: str) -> None:
@@ -171,11 +185,19 @@ def record_timings(path: Path, timings: dict[str, float], invocation: str) -> No
     atomic_write_json(path, {"total_s": total, "invocations": runs})
 
 
-def main_guarded(cfg: DictConfig, output_dir: str | Path) -> dict | None:
-    """The entry point's wrapper: known errors print one clear line and exit with status 2; a run stopped by
-    a signal says how to resume and exits with 128 + the signal number (143 for SIGTERM, 130 for Ctrl-C)."""
+def sweep_objective(result: dict | None, metric: str | None) -> float | None:
+    """The value a Hydra sweeper optimises: the logged scalar ``optimized_metric`` names (``report.scalars``)."""
+    if not result or not metric:
+        return None
+    return scalars(result).get(metric)
+
+
+def main_guarded(cfg: DictConfig, output_dir: str | Path) -> float | None:
+    """The entry point's wrapper: runs the pipeline and returns the sweep's objective. Known errors print one
+    clear line and exit with status 2; a run stopped by a signal says how to resume and exits with 128 + the
+    signal number (143 for SIGTERM, 130 for Ctrl-C)."""
     try:
-        return run_pipeline(cfg, output_dir)
+        return sweep_objective(run_pipeline(cfg, output_dir), cfg.get("optimized_metric"))
     except LearngeneError as err:
         log.error("%s: %s", type(err).__name__, err)
         print(f"error: {err}", file=sys.stderr, flush=True)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
 
 from datamodules.joint_stream import JointDataModule
+from datamodules.sequential_tasks import SequentialTasksDataModule
 from experiments.pipeline import run_files
 from experiments.pipeline.collective.evaluate import evaluate
 from experiments.pipeline.collective.fit import fit_task
@@ -37,13 +40,14 @@ from experiments.pipeline.collective.setup import (
     head_size,
     initial_net,
     make_datamodule,
-    make_stream,
     probe_images,
 )
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
+from experiments.pipeline.plan import make_stream
 from learngene_core.backbones.base import BlockNet
 from learngene_core.criterion.records import truncate_rows
+from learngene_core.data.task_stream import StreamTask
 from learngene_core.errors import CheckpointError
 from learngene_core.ewc import EWC
 from learngene_core.growth import parse_schedule
@@ -100,7 +104,45 @@ def _check_fingerprint(out, manifest: dict, fp: dict) -> None:
     )
 
 
+@dataclass
+class SeedRun:
+    """One collective seed's run: what is fixed for the run, and the state after its last finished task."""
+
+    seed: int
+    out: Path
+    stream: list[StreamTask]
+    dm: SequentialTasksDataModule
+    schedule: list  # the growth schedule still to apply (empty: the architecture is fixed)
+    relative: int | None  # relative labels: classes per task; None: global labels
+    csv_path: Path
+    manifest: dict
+    ewc: EWC | None
+    history: CollectiveHistory
+    probe_x: torch.Tensor | None
+    net: BlockNet
+    run_opt: RunOptimizer | None  # joint: the run's one optimizer and schedule
+    start: int  # the first task still to run
+    step: int  # the logging step the last finished task ended at
+
+
 def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
+    """Resume (or start) collective seed ``seed`` and run its remaining tasks; returns the final network."""
+    run = resume_or_start(ctx, seed)
+    n_tasks = ctx.cfg.collective.n_tasks
+    with stage_progress(disable=not dist.is_rank_zero()) as progress:
+        ctx.progress = progress
+        bar = progress.add_task(f"collective seed {seed}", total=n_tasks, completed=run.start, rate="")
+        for t in range(run.start, n_tasks):
+            run_task(ctx, run, t)
+            progress.advance(bar)
+    ctx.progress = None
+    return run.net
+
+
+def resume_or_start(ctx: RunContext, seed: int) -> SeedRun:
+    """The seed's stream, data and growth schedule; its network, EWC, history and optimizer from the manifest's last
+    checkpoint when tasks are done (the configuration must match the one they were run with), else the first
+    network (the final architecture in joint mode without growth)."""
     cfg = ctx.cfg
     c = cfg.collective
     out = ctx.collective_dir(seed, own=True)
@@ -114,7 +156,6 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
     joint = isinstance(dm, JointDataModule)
     # joint without growth: the final architecture from the start, nothing grown between its tasks
     fixed_arch = joint and not c.joint_growth
-    relative = c.classes_per_task if c.labels == "relative" else None
     csv_path = out / "gradient_stats.csv"
     manifest = run_files.read_manifest(out / "manifest.json")
     ewc = EWC(c.ewc.lam, c.ewc.gamma) if c.ewc.enabled else None
@@ -149,61 +190,64 @@ def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
             net = initial_net(cfg, image_set, head_size(cfg, dm, 0), seed)
         start = 0
         run_opt = RunOptimizer(cfg, net, dm.plan.steps) if joint else None
-    if fixed_arch:
-        schedule = []
     if dist.is_rank_zero():
         truncate_rows(csv_path, start)
     dist.barrier()
     probe_x = (
         probe_images(image_set, cfg.criterion.probe_images, seed) if cfg.criterion.probe_images else None
     )
+    return SeedRun(
+        seed=seed, out=out, stream=stream, dm=dm, schedule=[] if fixed_arch else schedule,
+        relative=c.classes_per_task if c.labels == "relative" else None, csv_path=csv_path, manifest=manifest,
+        ewc=ewc, history=history, probe_x=probe_x, net=net, run_opt=run_opt, start=start,
+        step=done[-1].get("step_end", 0) if done else 0,
+    )  # fmt: skip
+
+
+def run_task(ctx: RunContext, run: SeedRun, t: int) -> None:
+    """Task ``t``: seed its randomness from (collective seed, task), grow, fit, consolidate EWC, evaluate, and
+    record it (checkpoint, metrics, manifest, written atomically); ``run`` then holds the state after it."""
+    cfg, c, dm, seed = ctx.cfg, ctx.cfg.collective, run.dm, run.seed
     device = ctx.device
-    step = done[-1].get("step_end", 0) if done else 0
-    with stage_progress(disable=not dist.is_rank_zero()) as progress:
-        ctx.progress = progress
-        bar = progress.add_task(f"collective seed {seed}", total=c.n_tasks, completed=start, rate="")
-        for t in range(start, c.n_tasks):
-            t0 = time.perf_counter()
-            L.seed_everything(derive_seed(seed, "collective-task", t), workers=True, verbose=False)
-            head = head_size(cfg, dm, t) if (c.labels == "global" and c.head == "growing") else None
-            growth = grow(net, t, schedule, ewc, seed, cfg.model.growth.noise, head)
-            if run_opt is not None and growth is not None:
-                run_opt.rebuild(net)
-            label = f"collective seed {seed} task {t + 1}/{c.n_tasks}"
-            fitted = fit_task(ctx, net, t, dm, ewc, relative, csv_path, probe_x, step, label, run_opt)
-            net, step = fitted.net, fitted.step_end
-            if ewc:
-                ewc.consolidate(
-                    net.to(device), dm.fisher_batches(t, samples=c.ewc.fisher_samples), c.ewc.fisher_samples,
-                    c.ewc.fisher,
-                    generator=torch.Generator().manual_seed(derive_seed(seed, "fisher", t)), classes=relative,
-                )  # fmt: skip
-            ev = evaluate(net.to(device), dm, t, relative, ctx.augment, device, c.eval_batch_size)
-            net = net.to("cpu")
-            history.add(ev, net.num_parameters())
-            elapsed = time.perf_counter() - t0
-            if dist.is_rank_zero():
-                entry = {"task": t, "classes": list(stream[t].classes), "growth": growth, "parameters": history.params[-1],
-                         "time_s": round(elapsed, 2), "fit_time_s": round(fitted.seconds, 2),
-                         "samples": fitted.samples, "processes": fitted.processes, "step_end": fitted.step_end,
-                         "gradient_stats_rank_disagreement": fitted.rank_disagreement}  # fmt: skip
-                if joint:
-                    entry["optimizer_steps"] = [dm.plan.chunk(t).start, dm.plan.chunk(t).stop]
-                record_task(out, t, net, ewc, dm.order, manifest, entry, history, manifest["mode"],
-                            run_opt.state_dict() if run_opt is not None else None)  # fmt: skip
-                prune_checkpoints(out, manifest, c.keep_checkpoints, cfg.criterion.after_task)
-            dist.barrier()
-            row, trow, ow = ev.class_il, ev.task_il, ev.open_world
-            summary = {"collective/test/avg_acc": sum(row) / len(row), "collective/test/acc_current": row[-1],
-                       "collective/test/task_il_avg_acc": sum(trow) / len(trow), "collective/params": history.params[-1],
-                       "collective/seed": seed, **{f"collective/open_world/{k}": v for k, v in ow.items()}}  # fmt: skip
-            ctx.log_metrics(summary, step=t, step_key="collective/task")
-            log.info(
-                "collective seed %d task %d/%d classes=%s acc(current)=%.3f class-IL avg=%.3f task-IL avg=%.3f "
-                "auroc_msp=%s params=%.2fM (%.0fs)",
-                seed, t + 1, c.n_tasks, list(stream[t].classes), row[-1], sum(row) / len(row), sum(trow) / len(trow),
-                f"{ow['auroc_msp']:.3f}" if "auroc_msp" in ow else "n/a", history.params[-1] / 1e6, elapsed,
-            )  # fmt: skip
-            progress.advance(bar)
-    ctx.progress = None
-    return net
+    t0 = time.perf_counter()
+    L.seed_everything(derive_seed(seed, "collective-task", t), workers=True, verbose=False)
+    head = head_size(cfg, dm, t) if (c.labels == "global" and c.head == "growing") else None
+    growth = grow(run.net, t, run.schedule, run.ewc, seed, cfg.model.growth.noise, head)
+    if run.run_opt is not None and growth is not None:
+        run.run_opt.rebuild(run.net)
+    label = f"collective seed {seed} task {t + 1}/{c.n_tasks}"
+    fitted = fit_task(ctx, run.net, t, dm, run.ewc, run.relative, run.csv_path, run.probe_x, run.step, label,
+                      run.run_opt)  # fmt: skip
+    net, run.step = fitted.net, fitted.step_end
+    if run.ewc:
+        run.ewc.consolidate(
+            net.to(device), dm.fisher_batches(t, samples=c.ewc.fisher_samples), c.ewc.fisher_samples, c.ewc.fisher,
+            generator=torch.Generator().manual_seed(derive_seed(seed, "fisher", t)), classes=run.relative,
+        )  # fmt: skip
+    ev = evaluate(net.to(device), dm, t, run.relative, ctx.augment, device, c.eval_batch_size)
+    run.net = net = net.to("cpu")
+    history = run.history
+    history.add(ev, net.num_parameters())
+    elapsed = time.perf_counter() - t0
+    if dist.is_rank_zero():
+        entry = {"task": t, "classes": list(run.stream[t].classes), "growth": growth, "parameters": history.params[-1],
+                 "time_s": round(elapsed, 2), "fit_time_s": round(fitted.seconds, 2),
+                 "samples": fitted.samples, "processes": fitted.processes, "step_end": fitted.step_end,
+                 "gradient_stats_rank_disagreement": fitted.rank_disagreement}  # fmt: skip
+        if isinstance(dm, JointDataModule):
+            entry["optimizer_steps"] = [dm.plan.chunk(t).start, dm.plan.chunk(t).stop]
+        record_task(run.out, t, net, run.ewc, dm.order, run.manifest, entry, history, run.manifest["mode"],
+                    run.run_opt.state_dict() if run.run_opt is not None else None)  # fmt: skip
+        prune_checkpoints(run.out, run.manifest, c.keep_checkpoints, cfg.criterion.after_task)
+    dist.barrier()
+    row, trow, ow = ev.class_il, ev.task_il, ev.open_world
+    summary = {"collective/test/avg_acc": sum(row) / len(row), "collective/test/acc_current": row[-1],
+               "collective/test/task_il_avg_acc": sum(trow) / len(trow), "collective/params": history.params[-1],
+               "collective/seed": seed, **{f"collective/open_world/{k}": v for k, v in ow.items()}}  # fmt: skip
+    ctx.log_metrics(summary, step=t, step_key="collective/task")
+    log.info(
+        "collective seed %d task %d/%d classes=%s acc(current)=%.3f class-IL avg=%.3f task-IL avg=%.3f "
+        "auroc_msp=%s params=%.2fM (%.0fs)",
+        seed, t + 1, c.n_tasks, list(run.stream[t].classes), row[-1], sum(row) / len(row), sum(trow) / len(trow),
+        f"{ow['auroc_msp']:.3f}" if "auroc_msp" in ow else "n/a", history.params[-1] / 1e6, elapsed,
+    )  # fmt: skip

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 
 from callbacks.continuing_step import ContinuingStep
 from callbacks.criterion_stats import CriterionStatsCallback
+from callbacks.task_inputs import TaskInputs
 from datamodules.joint_stream import JointDataModule
 from datamodules.sequential_tasks import SequentialTasksDataModule
 from learngene_core.backbones.base import BlockNet
@@ -29,25 +30,26 @@ class FitResult:
     step_end: int  # the logging step after this task
 
 
-def make_callbacks(
-    ctx, t: int, csv_path: Path, probe_x, dm: SequentialTasksDataModule, relative: int | None
-) -> list:
-    """Every callback of ``cfg.callbacks`` for task ``t`` (partials get the task's own arguments)."""
-    cfg = ctx.cfg
+def make_callbacks(ctx, inputs: TaskInputs) -> list:
+    """Every callback of ``cfg.callbacks`` for one task: a partial (``_partial_: true``) is completed with the
+    task's :class:`TaskInputs`, any other is used as built."""
     out = []
-    for node in (cfg.callbacks or {}).values():
+    for node in (ctx.cfg.callbacks or {}).values():
         obj = instantiate(node)
-        if not isinstance(obj, functools.partial):
-            out.append(obj)
-        elif obj.func is CriterionStatsCallback:
-            probe = ctx.augment.eval(probe_x.to(ctx.device)) if probe_x is not None else None
-            out.append(obj(csv_path=csv_path, tau=cfg.criterion.tau, task=t, probe_x=probe,
-                           fisher_batches=lambda t=t: dm.fisher_batches(t, samples=cfg.criterion.fisher_samples),
-                           fisher_samples=cfg.criterion.fisher_samples,
-                           classes=relative))  # fmt: skip
-        else:
-            out.append(obj())
+        out.append(obj(task_inputs=inputs) if isinstance(obj, functools.partial) else obj)
     return out
+
+
+def task_inputs(
+    ctx, t: int, csv_path: Path, probe_x, dm: SequentialTasksDataModule, relative: int | None
+) -> TaskInputs:
+    crit = ctx.cfg.criterion
+    return TaskInputs(
+        task=t, stats_csv=csv_path, tau=crit.tau,
+        probe_x=ctx.augment.eval(probe_x.to(ctx.device)) if probe_x is not None else None,
+        fisher_batches=lambda: dm.fisher_batches(t, samples=crit.fisher_samples),
+        fisher_samples=crit.fisher_samples, classes=relative,
+    )  # fmt: skip
 
 
 def fit_task(ctx, net: BlockNet, t: int, dm: SequentialTasksDataModule, ewc: EWC | None, relative: int | None,
@@ -78,7 +80,7 @@ def fit_task(ctx, net: BlockNet, t: int, dm: SequentialTasksDataModule, ewc: EWC
         **extra,
     )
     steps = ContinuingStep(step)
-    callbacks = [*make_callbacks(ctx, t, csv_path, probe_x, dm, relative), steps]
+    callbacks = [*make_callbacks(ctx, task_inputs(ctx, t, csv_path, probe_x, dm, relative)), steps]
     epochs = dm.fit_epochs(t) if joint else c.epochs
     # joint: each Lightning epoch is a slice of the task's chunk of the one sample stream (loaded per epoch)
     flags = {"reload_dataloaders_every_n_epochs": 1} if joint else {}

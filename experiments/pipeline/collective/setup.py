@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 from datamodules.joint_stream import JointDataModule
 from datamodules.sequential_tasks import SequentialTasksDataModule
 from experiments.pipeline import run_files
+from experiments.pipeline.plan import joint_plan
 from learngene_core.backbones.base import BlockNet, build_net
 from learngene_core.data.image_set import ImageSet
-from learngene_core.data.joint_plan import JointPlan
-from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream, train_subset
+from learngene_core.data.task_stream import StreamTask
 from learngene_core.utils.seeding import derive_seed
 from lightning_modules.lr_schedules import resolved_node
 
@@ -44,51 +44,6 @@ def fingerprint(cfg, seed: int) -> dict:
     keep["gradient_every_n_steps"] = OmegaConf.select(cfg, "callbacks.criterion_stats.every_n_steps")
     digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"digest": digest, "config": keep}
-
-
-JOINT_MODES = ("joint", "joint_phases")
-
-
-def make_stream(cfg, image_set: ImageSet, seed: int) -> list[StreamTask]:
-    """The continual task stream; in the joint modes, as many tasks over all base classes with the same
-    number of sample-steps in all (``joint``: the chunks of :func:`joint_plan`; ``joint_phases``: phases of
-    as many images per epoch as the matching continual task)."""
-    c = cfg.collective
-    if c.mode == "joint":
-        plan = joint_plan(cfg, image_set, seed)
-        base = tuple(int(k) for k in image_set.groups["base"])
-        return [StreamTask(t, base, plan.samples_in(plan.chunk(t))) for t in range(plan.n_tasks)]
-    joint = c.mode in JOINT_MODES
-    stream = make_task_stream(
-        image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, c.replacement or joint,
-        open_world=image_set.groups["open_world"], open_world_enters_at=c.open_world_enters_at,
-    )  # fmt: skip
-    if not joint:
-        return stream
-    return joint_phases(stream, image_set.groups["base"], continual_task_sizes(cfg, image_set, stream, seed))
-
-
-def continual_task_sizes(cfg, image_set: ImageSet, stream: list[StreamTask], seed: int) -> list[int]:
-    """Training images per epoch of each task of the continual ``stream``."""
-    dm = SequentialTasksDataModule(
-        image_set, stream, train_per_class=cfg.collective.train_per_class, seed=seed, on_device=False
-    )
-    return [dm.task_size(t.index) for t in stream]
-
-
-def joint_plan(cfg, image_set: ImageSet, seed: int) -> JointPlan:
-    """``collective.mode=joint``: every base training image once per pass, for as many sample-steps as the
-    continual stream of this seed (sum of its task sizes x epochs), in ``n_tasks`` equal chunks."""
-    c = cfg.collective
-    stream = make_task_stream(image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, True)
-    total = sum(continual_task_sizes(cfg, image_set, stream, seed)) * c.epochs
-    by_class = {
-        k: v.numpy()
-        for k, v in image_set.indices_by_class("train").items()
-        if k in set(image_set.groups["base"])
-    }
-    n_images = sum(len(v) for v in train_subset(by_class, c.train_per_class, seed).values())
-    return JointPlan(n_images, total, c.batch_size, c.n_tasks, c.epochs, seed)
 
 
 def make_datamodule(

@@ -1,23 +1,22 @@
 """The descendants section of the report: per shot count, one row per (shape, strategy) with the descendant's
 parameters, its scratch accuracy, the paired gain of inheriting (target-task unit, as every paired number of the
-report: ``report_stage._paired``) and training time; and a plot of paired gain against parameters, one line per
+report: ``analysis._paired``) and training time; and a plot of paired gain against parameters, one line per
 strategy."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.pipeline import report_stage as rs
-
-METHOD = "descendants"
+from experiments.pipeline.report.analysis import _paired, _summary, gather_entries
+from experiments.pipeline.report.sections import ReportSection, SectionInput
+from experiments.pipeline.report.tables import _acc, _m, _paired_text
 
 
 def descendants_table(raw: dict, entries: list[dict]) -> dict | None:
     """Rows in the configured shape order: shape, strategy, parameters, inherited and scratch accuracy, gain."""
     arms: dict[str, list[dict]] = {}
     for e in entries:
-        if e["method"] == METHOD:
-            arms.setdefault(e["arm"], []).append(e)
+        arms.setdefault(e["arm"], []).append(e)
     if not arms:
         return None
     rows = []
@@ -26,14 +25,14 @@ def descendants_table(raw: dict, entries: list[dict]) -> dict | None:
         if kind != "inherit":
             continue
         d = es[0]["descendant"]
-        gi = rs.gather_entries(raw, es)
-        gs = rs.gather_entries(raw, arms.get(f"scratch:{d['shape']}", []))
-        inherit, scratch = rs._summary(gi), (rs._summary(gs) if gs.by_task else None)
+        gi = gather_entries(raw, es)
+        gs = gather_entries(raw, arms.get(f"scratch:{d['shape']}", []))
+        inherit, scratch = _summary(gi), (_summary(gs) if gs.by_task else None)
         rows.append({
             "arm": arm, "shape": d["shape"], "width": d["width"], "depth": d["depth"], "blocks": d["blocks"],
             "strategy": d["strategy"], "order": d["order"], "parameters": gi.info.get("parameters"),
             "inherited_parameters": gi.info.get("inherited_parameters"), "inherit": inherit, "scratch": scratch,
-            "gain": rs._paired(gi, gs, vs="the same descendant from scratch") if gs.by_task else None,
+            "gain": _paired(gi, gs, vs="the same descendant from scratch") if gs.by_task else None,
             "train_time_s": inherit["train_time_s"], "scratch_train_time_s": scratch["train_time_s"] if scratch else None,
         })  # fmt: skip
     rows.sort(key=lambda r: (r["order"], r["strategy"]))
@@ -48,9 +47,9 @@ def descendants_markdown(shots: str, d: dict) -> list[str]:
              "| --- " * 9 + "|"]  # fmt: skip
     for r in d["rows"]:
         t = "n/a" if r["train_time_s"] is None else f"{r['train_time_s']:.2f}"
-        lines.append(f"| {r['shape']} | {r['blocks']} | {r['strategy']} | {rs._m(r['parameters'])} "
-                     f"| {rs._m(r['inherited_parameters'])} | {rs._acc(r['scratch'])} | {rs._acc(r['inherit'])} "
-                     f"| {rs._paired_text(r['gain'])} | {t} |")  # fmt: skip
+        lines.append(f"| {r['shape']} | {r['blocks']} | {r['strategy']} | {_m(r['parameters'])} "
+                     f"| {_m(r['inherited_parameters'])} | {_acc(r['scratch'])} | {_acc(r['inherit'])} "
+                     f"| {_paired_text(r['gain'])} | {t} |")  # fmt: skip
     return lines
 
 
@@ -82,3 +81,20 @@ def plot_descendants(rows: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.legend(fontsize=8, title="strategy (from the paper's shape)")
     return _save(fig, path)
+
+
+def table(inp: SectionInput) -> dict | None:
+    return descendants_table(inp.raw, inp.entries)
+
+
+def plot(d: dict, path: Path, title: str, protocol: dict) -> Path:
+    return plot_descendants(d["rows"], path, title)
+
+
+def scalars(shots: str, d: dict) -> dict[str, float]:
+    """``individual/test/paired_diff/descendants/<shape>/<strategy>/<K>shot``: each arm's paired gain."""
+    return {f"individual/test/paired_diff/descendants/{r['shape']}/{r['strategy']}/{shots}shot": r["gain"]["mean_diff"]
+            for r in d["rows"] if r["gain"]}  # fmt: skip
+
+
+SECTION = ReportSection(table=table, markdown=descendants_markdown, plot=plot, scalars=scalars)

@@ -1,0 +1,80 @@
+"""What a run will do, computed from the config and the data alone: each collective seed's task stream (or joint
+plan) and the target tasks of each shot count. The config checks (before any work) and the stages share it."""
+
+from __future__ import annotations
+
+from datamodules.sequential_tasks import SequentialTasksDataModule
+from learngene_core.data.image_set import ImageSet
+from learngene_core.data.joint_plan import JointPlan
+from learngene_core.data.target_tasks import TargetTask, make_target_task_grid
+from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream, train_subset
+
+JOINT_MODES = ("joint", "joint_phases")
+
+
+def make_stream(cfg, image_set: ImageSet, seed: int) -> list[StreamTask]:
+    """The continual task stream; in the joint modes, as many tasks over all base classes with the same
+    number of sample-steps in all (``joint``: the chunks of :func:`joint_plan`; ``joint_phases``: phases of
+    as many images per epoch as the matching continual task)."""
+    c = cfg.collective
+    if c.mode == "joint":
+        plan = joint_plan(cfg, image_set, seed)
+        base = tuple(int(k) for k in image_set.groups["base"])
+        return [StreamTask(t, base, plan.samples_in(plan.chunk(t))) for t in range(plan.n_tasks)]
+    joint = c.mode in JOINT_MODES
+    stream = make_task_stream(
+        image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, c.replacement or joint,
+        open_world=image_set.groups["open_world"], open_world_enters_at=c.open_world_enters_at,
+    )  # fmt: skip
+    if not joint:
+        return stream
+    return joint_phases(stream, image_set.groups["base"], continual_task_sizes(cfg, image_set, stream, seed))
+
+
+def continual_task_sizes(cfg, image_set: ImageSet, stream: list[StreamTask], seed: int) -> list[int]:
+    """Training images per epoch of each task of the continual ``stream``."""
+    dm = SequentialTasksDataModule(
+        image_set, stream, train_per_class=cfg.collective.train_per_class, seed=seed, on_device=False
+    )
+    return [dm.task_size(t.index) for t in stream]
+
+
+def joint_plan(cfg, image_set: ImageSet, seed: int) -> JointPlan:
+    """``collective.mode=joint``: every base training image once per pass, for as many sample-steps as the
+    continual stream of this seed (sum of its task sizes x epochs), in ``n_tasks`` equal chunks."""
+    c = cfg.collective
+    stream = make_task_stream(image_set.groups["base"], c.n_tasks, c.classes_per_task, seed, True)
+    total = sum(continual_task_sizes(cfg, image_set, stream, seed)) * c.epochs
+    by_class = {
+        k: v.numpy()
+        for k, v in image_set.indices_by_class("train").items()
+        if k in set(image_set.groups["base"])
+    }
+    n_images = sum(len(v) for v in train_subset(by_class, c.train_per_class, seed).values())
+    return JointPlan(n_images, total, c.batch_size, c.n_tasks, c.epochs, seed)
+
+
+def target_tasks(cfg, image_set: ImageSet, shots: int) -> list[TargetTask]:
+    """The test target tasks of one shot count: ``individual.n_tasks`` per seed of ``individual.seeds``."""
+    icfg = cfg.individual
+    return make_target_task_grid(
+        image_set,
+        icfg.n_tasks,
+        icfg.ways,
+        shots,
+        list(icfg.seeds),
+        protocol=icfg.protocol,
+        queries=icfg.queries,
+    )
+
+
+def validation_tasks(cfg, image_set: ImageSet, shots: int) -> list[TargetTask]:
+    """The held-out target tasks on which the report chooses (``individual.validation``): other seeds, drawn from
+    the group's classes, support and queries both from its *training* images (episodic), so that no test image
+    informs a choice. Empty when ``individual.validation.n_tasks`` is 0."""
+    icfg = cfg.individual
+    v = icfg.validation
+    if v.n_tasks == 0:
+        return []
+    return make_target_task_grid(image_set, v.n_tasks, icfg.ways, shots, list(v.seeds), protocol="episodic",
+                                 queries=v.queries, group=v.group)  # fmt: skip

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The CIFAR-100 study at budget=small (README "Results on real data"), one run after another, each resumable:
+# rerunning this script skips what finished and resumes what was interrupted. Stage-3 computations that do not
+# depend on the ancestor (scratch for every window, the meta-learners) are shared through one cache.
+#
+#   STUDY=outputs/study_small DATA=../shared/data/cifar100.npz bash scripts/study/cifar_small.sh [RUN ...]
+#
+# RUN names one of the runs below (default: all, in order). CACHE: the stage-3 cache (default $STUDY/stage3_cache).
+# TRAINER=cpu_fast runs them on the fast CPU path
+# (parity with fp32: docs/benchmarks.md). CORES=0 or CORES=1 pins the run to one core with one thread, so that
+# two runs can share a 2-core machine (bash scripts/study/cifar_small.sh A & CORES=1 ... B).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STUDY=${STUDY:-outputs/study_small}
+DATA=${DATA:-../shared/data/cifar100.npz}
+TRAINER=${TRAINER:-cpu}
+PY=${PYTHON:-python}
+CACHE=${CACHE:-$STUDY/stage3_cache}
+mkdir -p "$STUDY"
+
+declare -A RUNS=(
+  # both ancestors, three collective seeds, every method and the judgement (lower_pools=paper, the paper's layout)
+  [continual]="collective.mode=continual 'collective.seeds=[0,1,2]'"
+  [joint]="collective.mode=joint 'collective.seeds=[0,1,2]'"
+  # the second budget: 2 epochs per task instead of 5, one collective seed each
+  [continual_e2]="collective.mode=continual budget.collective_epochs=2"
+  [joint_e2]="collective.mode=joint budget.collective_epochs=2"
+  # the inherited blocks at the resolution they were trained at (lower_pools=match), stage 1 reused
+  [continual_match]="collective.mode=continual individual.lower_pools=match from_run=$STUDY/continual 'collective.seeds=[0,1,2]' 'stage=[individual,report]'"
+  [joint_match]="collective.mode=joint individual.lower_pools=match from_run=$STUDY/joint 'collective.seeds=[0,1,2]' 'stage=[individual,report]'"
+)
+ORDER=(continual joint continual_e2 joint_e2 continual_match joint_match)
+
+pin=()
+if [[ -n "${CORES:-}" ]]; then
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+  pin=(taskset -c "$CORES")
+fi
+for name in "${@:-${ORDER[@]}}"; do
+  [[ -n "${RUNS[$name]:-}" ]] || { echo "unknown run $name; runs: ${ORDER[*]}" >&2; exit 2; }
+  echo "[$(date -Is)] $name at $(git rev-parse --short HEAD)" | tee -a "$STUDY/study.log"
+  # the run's own log: $STUDY/<run>/run.log; its console output: $STUDY/<run>.log
+  eval "${pin[*]} $PY experiments/run.py +exp=cifar_fewshot budget=small data=npz data.path=$DATA \
+    trainer=$TRAINER individual.cache_dir=$CACHE paths.output_dir=$STUDY/$name logger=csv \
+    ${RUNS[$name]}" >> "$STUDY/$name.log" 2>&1 || { echo "$name failed: see $STUDY/$name.log" >&2; exit 1; }
+  echo "[$(date -Is)] $name finished" | tee -a "$STUDY/study.log"
+done
