@@ -20,7 +20,7 @@ def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskRe
     module = instantiate(c.module)(net=net, optimizer=instantiate(c.optimizer), inner_lr=c.inner_lr,
                                    inner_steps=c.inner_steps, first_order=c.first_order)  # fmt: skip
     dm = episodes_datamodule(ctx, "maml", c.iterations * c.meta_batch, ways, c.shots, c.queries, c.meta_batch)
-    meta = meta_train(ctx, "maml", {**identity, "method_config": m.config_identity}, net, module, dm)
+    meta = meta_train(ctx, "maml", m.job_identity(identity), net, module, dm)
     module.net = net.to(ctx.device)
     results = []
     for t in my_share(tasks):

@@ -20,7 +20,7 @@ def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[Ta
     net = seeded_net(spec, ctx.cfg.seed, "protonet")
     module = instantiate(p.module)(net=net, ways=p.ways, optimizer=instantiate(p.optimizer))
     dm = episodes_datamodule(ctx, "protonet", p.episodes, p.ways, p.shots, p.queries)
-    meta = meta_train(ctx, "protonet", {**identity, "method_config": m.config_identity}, net, module, dm)
+    meta = meta_train(ctx, "protonet", m.job_identity(identity), net, module, dm)
     net = net.to(ctx.device).eval()
     results = []
     with torch.no_grad():

@@ -51,6 +51,10 @@ class MethodContext:
     # the method's resolved config (Method.config_identity), part of every job's identity
     config_identity: dict = field(default_factory=dict)
 
+    def job_identity(self, identity: dict) -> dict:
+        """A job's whole identity: what the job says determines its numbers, and the method's own config."""
+        return {**identity, "method_config": self.config_identity}
+
     @cached_property
     def collective(self):
         """The collective network the learngene was taken from (loaded on first use)."""

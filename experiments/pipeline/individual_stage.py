@@ -110,7 +110,7 @@ def run_individual(ctx: RunContext) -> dict:
                 node = cfg.methods[name]
                 m = MethodContext(ctx, node, seed, learngene, int(shots), method.config_identity(node))
                 for job in method.plan(m):
-                    identity = {**job.identity, "method_config": m.config_identity}
+                    identity = m.job_identity(job.identity)
                     plan.append((name, int(shots), seed, job, identity, None))
                     if method.validation and cfg.individual.validation.n_tasks > 0:
                         plan.append((name, int(shots), seed, job, identity, VALIDATION))

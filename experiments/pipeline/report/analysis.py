@@ -128,12 +128,14 @@ def _paired(g: Gathered, ref: Gathered | None, vs: str) -> dict | None:
     return _paired_rows(rows, vs)
 
 
-def method_rows(raw: dict, entries: list[dict], methods: list[str], reference: str | None) -> list[dict]:
+def method_rows(
+    raw: dict, entries: list[dict], methods: list[str], reference: str | None, sectioned: set[str]
+) -> list[dict]:
     """One row per single-arm method (multi-arm methods have their own sections), in ``methods`` order; each with its
     paired difference to ``reference`` (the reference's own row: to itself)."""
     by_method: dict[str, list[dict]] = {}
     for e in entries:
-        if not has_section(e["method"]):
+        if e["method"] not in sectioned:
             by_method.setdefault(e["method"], []).append(e)
     ref = gather_entries(raw, by_method[reference]) if reference in by_method else None
     rows = []
@@ -146,13 +148,6 @@ def method_rows(raw: dict, entries: list[dict], methods: list[str], reference: s
                 row[k] = g.info[k]
         rows.append(row)
     return rows
-
-
-def has_section(method: str) -> bool:
-    try:
-        return get_method(method).section is not None
-    except KeyError:
-        return False
 
 
 def collective_summary(metrics: dict[int, dict]) -> dict:
@@ -226,7 +221,7 @@ def build_results(ctx: RunContext) -> dict:
     for shots in sorted({e["shots"] for e in entries}):
         es = [e for e in entries if e["shots"] == shots and e.get("split") is None]
         held_out = [e for e in entries if e["shots"] == shots and e.get("split") == VALIDATION]
-        tables[str(shots)] = method_rows(raw, es, methods, reference)
+        tables[str(shots)] = method_rows(raw, es, methods, reference, set(sections))
         for name, section in sections.items():
             inp = SectionInput(raw, [e for e in es if e["method"] == name],
                                [e for e in held_out if e["method"] == name], lg_infos)  # fmt: skip

@@ -57,6 +57,7 @@ def to_markdown(res: dict) -> str:
             f"Learngene {how}: {sel} (the paper's choice: {', '.join(chosen['paper_choice'] or [])}).",
             "",
         ]
+    sections = _sections(res)
     for shots, rows in res["tables"].items():
         lines += [f"## {shots}-shot", "", f"| method | accuracy | vs {ref} | n | parameters | inherited | train s/task |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -65,7 +66,7 @@ def to_markdown(res: dict) -> str:
             t = "n/a" if r["train_time_s"] is None else f"{r['train_time_s']:.2f}"
             lines.append(f"| {r['label']}{note} | {_acc(r)} | {_paired_text(r['paired']) if r['method'] != ref else '—'} "
                          f"| {r['n']} | {_m(r['parameters'])} | {_m(r['inherited_parameters'])} | {t} |")  # fmt: skip
-        for name, section in _sections(res).items():
+        for name, section in sections.items():
             if t := res[name].get(shots):
                 lines += section.markdown(shots, t)
         lines.append("")
@@ -105,13 +106,14 @@ def terminal_summary(res: dict, results_md: str | Path) -> str:
         )
         picks = "; ".join(f"{'-'.join([b[0], b[-1]])}" for b in chosen["selected"].values())
         lines.append(f"learngene {how}: {picks}"[:width])
+    sections = _sections(res)
     for shots, rows in res["tables"].items():
         lines += ["", f"{shots}-shot{'':27s} {'accuracy':>13s}  {f'vs {ref} (95% CI, p, n)':<36s}"]
         for r in rows:
             name = r["method"] + (" (not converged)" if r.get("converged") is False else "")
             vs = _paired_text(r["paired"]) if r["method"] != ref else "reference"
             lines.append(f"  {name[:32]:32s} {_acc(r):>13s}  {vs}"[:width])
-        for name, section in _sections(res).items():
+        for name, section in sections.items():
             if t := res[name].get(shots):
                 lines += [line[:width] for line in section.terminal(t)]
     lines += ["", "full tables (every window, every statistic, the collective model):", f"  {results_md}"]
