@@ -390,7 +390,7 @@ def descendant_spec(
                            input_size)  # fmt: skip
 
 
-# -- config values (experiments/pipeline/config_check.py METHOD_RULES) ----------------------------------
+# -- config values (the descendants method's options, experiments/methods/descendants.py) ----------------------
 
 
 def check_shapes_config(key: str, shapes) -> None:

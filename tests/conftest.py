@@ -66,8 +66,9 @@ def image_set():
     return make_image_set()
 
 
-def compose(overrides: list[str] | None = None, output_dir: str | Path | None = None):
-    """Compose the suite's config as run.py would, with ``paths.output_dir`` set (no Hydra run dir)."""
+def compose(overrides: list[str] | None = None, output_dir: str | Path | None = None, resolve: bool = True):
+    """Compose the suite's config as run.py would, with ``paths.output_dir`` set (no Hydra run dir); ``resolve``:
+    interpolations resolved (run.py checks the config unresolved, which resolve=False gives)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
@@ -76,7 +77,8 @@ def compose(overrides: list[str] | None = None, output_dir: str | Path | None = 
         cfg = hydra_compose(config_name="run", overrides=list(overrides or []))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir or "/tmp/learngene-test")
-    OmegaConf.resolve(cfg)
+    if resolve:
+        OmegaConf.resolve(cfg)
     return cfg
 
 

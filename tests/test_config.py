@@ -214,7 +214,7 @@ def test_paths_output_dir_is_where_the_run_writes(tmp_path):
             r"collective.open_world_enters_at=2: the joint",
         ),
         (["trainer.devices=2", "collective.batch_size=63"], r"collective.batch_size=63: is the global batch"),
-        (["trainer.precision=8"], r"trainer.precision='8'"),
+        (["trainer.precision=8"], r"trainer.precision=8: valid values are \[64, 32, 16, .*'bf16-mixed'"),
         (
             ["model.growth.schedule=[[13,8],{op:deepen,after:12}]"],
             r"model.growth.schedule\[0\]=\[13, 8\]: .*0..12",

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -37,7 +38,7 @@ def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_pa
     def toy_depth(probe):
         return [0.0 if 4 <= i <= 6 else 1.0 + i for i in range(len(probe.start_weights))]
 
-    @register_method("toy", "toy (a constant classifier)", config_keys=None)
+    @register_method("toy", "toy (a constant classifier)", options=None)
     def toy(m):
         def run(tasks):
             acc = float(m.cfg.accuracy)
@@ -119,6 +120,11 @@ def _toy_section_table(inp) -> dict:
 TOY_SECTION = None  # set below, once the report package is importable
 
 
+@dataclass
+class ToyArmsOptions:
+    level: float
+
+
 def test_a_multi_arm_method_reports_its_own_section_and_its_options_are_part_of_its_identity(tmp_path):
     """A method with arms names its own report section where it is registered (the report names no method), and
     its config node is part of every job's identity although the job does not write it: rerunning stage 3 with
@@ -135,7 +141,7 @@ def test_a_multi_arm_method_reports_its_own_section_and_its_options_are_part_of_
         scalars=lambda shots, t: {f"toy/{arm}/{shots}shot": v for arm, v in t["arms"].items()},
     )
 
-    @register_method("toy_arms", "toy (two constant arms)", config_keys=("level",),
+    @register_method("toy_arms", "toy (two constant arms)", options=ToyArmsOptions,
                      section=f"{__name__}:TOY_SECTION")  # fmt: skip
     def toy_arms(m):
         def job(arm, offset):

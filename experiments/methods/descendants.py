@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from hydra.utils import instantiate
 
@@ -30,6 +32,8 @@ from learngene_core.descendants import (
     adapt,
     check_shape,
     check_shape_value,
+    check_shapes_config,
+    check_strategies_config,
     descendant_spec,
 )
 from learngene_core.descendants import directions as shape_directions
@@ -96,10 +100,16 @@ def run_descendant(ctx, adapted, spec, n_lower, tasks, inherit: bool = True) -> 
     }
 
 
+@dataclass
+class DescendantsOptions:
+    shapes: Annotated[Any, check_shapes_config]  # [{width, depth}, ...]
+    strategies: Annotated[Any, check_strategies_config]  # name -> {_target_: <a registered adaptation>, ...}
+
+
 @register_method(
     "descendants",
     "descendants (one learngene, many shapes; inherited and from scratch)",
-    config_keys=("shapes", "strategies"),
+    options=DescendantsOptions,
     identity_excludes=(
         "shapes",
         "strategies",

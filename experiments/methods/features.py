@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -10,6 +12,7 @@ import torch
 from experiments.methods.common import TaskResult, gather, init_seed, my_share, net_digest, test_images
 from experiments.methods.registry import Job, MethodContext, register_method
 from experiments.pipeline.context import RunContext
+from experiments.pipeline.schema import Positive
 from learngene_core.backbones.base import BlockNet
 from learngene_core.data.loaders import predict
 from learngene_core.data.target_tasks import TargetTask
@@ -77,8 +80,18 @@ def run_linear_probe(
     }
 
 
+@dataclass
+class LinearProbeOptions:
+    max_iter: Positive  # L-BFGS iterations of the logistic regression
+
+
+@dataclass
+class PrototypeOptions:
+    metric: Literal["euclidean", "cosine"]
+
+
 @register_method(
-    "linear_probe", "linear probe on collective features", needs_collective=True, config_keys=("max_iter",)
+    "linear_probe", "linear probe on collective features", needs_collective=True, options=LinearProbeOptions
 )
 def linear_probe(m: MethodContext) -> list[Job]:
     net, max_iter = m.collective, int(m.cfg.max_iter)
@@ -90,7 +103,7 @@ def linear_probe(m: MethodContext) -> list[Job]:
     "prototype",
     "prototype (nearest centroid) on collective features",
     needs_collective=True,
-    config_keys=("metric",),
+    options=PrototypeOptions,
 )
 def prototype(m: MethodContext) -> list[Job]:
     net, metric = m.collective, str(m.cfg.metric)

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from hydra.utils import instantiate
 
 from experiments.methods.common import TaskResult, gather, my_share, test_images
 from experiments.methods.inherit import spec_for
-from experiments.methods.meta_training import episodes_datamodule, meta_train, seeded_net
+from experiments.methods.meta_training import episode_limits, episodes_datamodule, meta_train, seeded_net
 from experiments.methods.registry import Job, MethodContext, register_method
+from experiments.pipeline.schema import Positive, Rate
 
 
 def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
@@ -39,12 +42,29 @@ def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskRe
     return gather(results), info
 
 
+@dataclass
+class MamlOptions:
+    iterations: Positive  # outer steps
+    meta_batch: Positive  # episodes per outer step
+    shots: Positive
+    queries: Positive
+    inner_lr: Rate
+    inner_steps: Positive
+    test_steps: Positive
+    first_order: bool
+    lr: Rate
+    optimizer: Any  # _target_ nodes, checked against their targets
+    module: Any
+
+
 @register_method(
     "maml",
     "MAML (meta-trained on base classes)",
-    config_keys=("iterations", "meta_batch", "shots", "queries", "inner_lr", "inner_steps", "test_steps",
-                 "first_order", "lr", "optimizer", "module"),
-)  # fmt: skip
+    options=MamlOptions,  # MAML meta-trains individual.ways-way episodes
+    data_limits=lambda key, p, cfg, base: episode_limits(
+        key, cfg.individual.ways, "individual.ways", p.shots, p.queries, base
+    ),
+)
 def maml(m: MethodContext) -> list[Job]:
     spec, _ = spec_for(m.run, m.learngene)
     identity = {"kind": "maml", "spec": spec.to_dict(), "seed": m.run.cfg.seed,

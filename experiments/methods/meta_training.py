@@ -78,6 +78,22 @@ def episodes_datamodule(ctx: RunContext, name: str, n: int, ways: int, shots: in
                               ctx.cfg.data.on_device)  # fmt: skip
 
 
+def episode_limits(key: str, ways: int, ways_key: str, shots: int, queries: int, base) -> None:
+    """Meta-training episodes (``ways`` x (``shots`` + ``queries``)) against the base classes the data has."""
+    from experiments.pipeline.config_schema import fail
+
+    if ways > base.count:
+        fail(
+            ways_key,
+            ways,
+            f"meta-training episodes draw from the {base.count} base classes; use at most {base.count}",
+        )
+    if shots + queries > base.least_images:
+        fail(f"{key}.queries", queries, f"{shots} shots ({key}.shots) + {queries} queries need {shots + queries} "
+             f"training images per base class but {base.least_name!r} has {base.least_images}; use {key}.queries <= "
+             f"{max(1, base.least_images - shots)}")  # fmt: skip
+
+
 def seeded_net(spec, seed: int, name: str) -> BlockNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, f"{name}-init"))

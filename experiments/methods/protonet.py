@@ -4,14 +4,17 @@ episodes of base classes; class prototypes from the K shots of each target task.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import torch
 from hydra.utils import instantiate
 
 from experiments.methods.common import TaskResult, gather, my_share, test_images
 from experiments.methods.inherit import spec_for
-from experiments.methods.meta_training import episodes_datamodule, meta_train, seeded_net
+from experiments.methods.meta_training import episode_limits, episodes_datamodule, meta_train, seeded_net
 from experiments.methods.registry import Job, MethodContext, register_method
+from experiments.pipeline.schema import Positive, Range, Rate
 from lightning_modules.protonet_module import proto_logits
 
 
@@ -38,10 +41,24 @@ def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[Ta
     return gather(results), {"parameters": n, "inherited_parameters": 0, **meta}
 
 
+@dataclass
+class ProtoNetOptions:
+    episodes: Positive  # meta-training episodes
+    ways: Annotated[int, Range(ge=2)]
+    shots: Positive
+    queries: Positive
+    lr: Rate
+    optimizer: Any  # _target_ nodes, checked against their targets
+    module: Any
+
+
 @register_method(
     "protonet",
     "ProtoNet (meta-trained on base classes)",
-    config_keys=("episodes", "ways", "shots", "queries", "lr", "optimizer", "module"),
+    options=ProtoNetOptions,
+    data_limits=lambda key, p, cfg, base: episode_limits(
+        key, p.ways, f"{key}.ways", p.shots, p.queries, base
+    ),
 )
 def protonet(m: MethodContext) -> list[Job]:
     spec, _ = spec_for(m.run, m.learngene)

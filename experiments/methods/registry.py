@@ -8,7 +8,8 @@ A method is one decorated function that plans its work for one (collective seed,
         return [Job(identity={"kind": "my_method", ...}, run=lambda: ...)]
 
 plus one config file ``experiments/configs/methods/my_method.yaml`` holding ``my_method: {...}`` (its
-own node, ``m.cfg``), selected with ``methods=[...,my_method]``. A :class:`Job` says what determines
+own node, ``m.cfg``, whose keys and types the method declares with ``options=<a dataclass>``), selected with
+``methods=[...,my_method]``. A :class:`Job` says what determines
 its numbers (``identity``: equal identities are computed once, across collective seeds and reruns)
 and how to compute them (``run(tasks) -> (per-task results, info)``); the method's own config node is part of
 every job's identity without being written there (``MethodContext.config_identity``, less the keys a method
@@ -67,12 +68,28 @@ class MethodContext:
 
 
 @dataclass(frozen=True)
+class BaseClasses:
+    """What the data offers meta-training: how many base classes, and the fewest training images one has."""
+
+    count: int
+    least_images: int
+    least_name: str
+
+
+@dataclass
+class NoOptions:
+    """The options of a method that has none (its node must be empty)."""
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     label: str
     plan: Callable[[MethodContext], list[Job]]
     needs_collective: bool = False  # reads the collective network itself (not only the learngene)
-    config_keys: tuple[str, ...] | None = ()  # the keys of its config node (None: not checked)
+    options: type | None = (
+        None  # a dataclass: the keys of its config node and their types (None: not checked)
+    )
     validation: bool = (
         False  # its jobs also run on the held-out validation tasks (the report chooses among its arms)
     )
@@ -80,6 +97,8 @@ class Method:
     section: str | None = None  # "module:ATTR" of its ReportSection (multi-arm methods); None: a table row
     # config keys left out of config_identity (each job's own identity says what they change)
     identity_excludes: tuple[str, ...] = ()
+    # (key, its config node, the run's config, BaseClasses) -> None, reporting limits the data sets on its options
+    data_limits: Callable[[str, DictConfig, DictConfig, BaseClasses], None] | None = None
 
     def config_identity(self, node: DictConfig | None) -> dict:
         """The method's resolved config node, less ``identity_excludes``: part of every job's identity."""
@@ -94,25 +113,38 @@ def register_method(
     name: str,
     label: str,
     needs_collective: bool = False,
-    config_keys: tuple[str, ...] | None = (),
+    options: type | None = NoOptions,
     validation: bool = False,
     reference: bool = False,
     section: str | None = None,
     identity_excludes: tuple[str, ...] = (),
+    data_limits: Callable | None = None,
 ) -> Callable[[Callable], Callable]:
-    """``config_keys``: the keys its config node may hold (others are refused as typos); None: any.
+    """``options``: a dataclass declaring the keys its config node may hold and their types, checked like the
+    suite's own schema (experiments/pipeline/schema.py: ``bool``, ``int``, ``float``, ``Literal`` or an ``Enum`` of
+    choices, ``Optional``, ``Annotated[int, Range(ge=1)]``); other keys are refused as typos. None: not checked.
     ``validation``: its jobs also run on the held-out validation tasks (``individual.validation``), where the
     report chooses among its arms before looking at the test tasks. ``reference``: the method every paired
     difference is taken against (one per registry). ``section``: ``"module:ATTR"`` of the method's own report
     section. ``identity_excludes``: config keys that are not part of every job's identity (a job's own identity
-    says what they change for it, e.g. the descendants' shape list)."""
+    says what they change for it, e.g. the descendants' shape list). ``data_limits(key, node, cfg, base)``: reports
+    (``config_schema.fail``) what the data makes impossible for its options, before any work."""
 
     def deco(fn: Callable[[MethodContext], list[Job]]) -> Callable:
         other = next((m.name for m in METHODS.values() if m.reference and m.name != name), None)
         if reference and other:
             raise ValueError(f"method {name!r} is registered as the reference but {other!r} already is")
         METHODS[name] = Method(
-            name, label, fn, needs_collective, config_keys, validation, reference, section, identity_excludes
+            name,
+            label,
+            fn,
+            needs_collective,
+            options,
+            validation,
+            reference,
+            section,
+            identity_excludes,
+            data_limits,
         )
         return fn
 

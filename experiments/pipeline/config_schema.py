@@ -1,52 +1,89 @@
-"""Which keys the suite reads, so that a key it would ignore is an error instead of a silent no-op.
+"""Check a composed config against its types: the schema's dataclasses (experiments/pipeline/schema.py) for the
+plain nodes, each ``_target_``'s own signature for the nodes built from it, each method's registered options.
 
-Two kinds of node:
+One walker for all three, so an extension's keys and values are checked exactly like the suite's own:
 
-- plain nodes (``collective``, ``criterion``, ...): every key must be one the suite reads
-  (:data:`KNOWN`); a typo such as ``+collective.epochz=3`` is refused with the closest known key;
-- object nodes (any node with ``_target_``: the data source, the backbone, the Trainer, loggers,
-  callbacks, optimizers, LightningModules): the target must be importable and every key must be a
-  parameter of it (unless it takes ``**kwargs``), so ``+trainer.gradient_clip_val=0.5`` reaches the
-  Trainer and ``+trainer.gradient_clip_vall=0.5`` is refused before any work.
+- an unknown key is refused with the closest valid one (``+collective.epochz=3``, ``+trainer.gradient_clip_vall``,
+  ``methods.prototype.metrik``);
+- a value is checked against its annotation: ``bool``, ``int``, ``float``, an ``Enum`` or ``Literal`` of choices,
+  ``Optional[...]``, ``list[int]``, bounds from ``Annotated[..., Range(...)]``, or a check function in
+  ``Annotated[..., fn]`` (``fn(key, value)`` raising ConfigError). Annotations it cannot read (``str | Path``, a
+  class) are left to the target itself.
+
+Every problem is collected (:func:`all_problems`) and reported in one ConfigError, one line each, naming the key, the
+bad value and what is valid, e.g. ``collective.epochs=0: must be an integer >= 1``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import difflib
+import enum
 import inspect
+import types
+import typing
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
+from experiments.pipeline.schema import Range, Run
 from learngene_core.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
-KNOWN: dict[str, set[str]] = {
-    "": {"paths", "data", "model", "trainer", "logger", "callbacks", "methods", "budget", "exp_name", "seed",
-         "stage", "from_run", "optimized_metric", "compute", "protocol", "collective", "criterion", "individual"},
-    "paths": {"root_dir", "data_dir", "log_dir", "output_dir"},
-    "compute": {"channels_last", "compile"},
-    "protocol": {"collective_tasks", "collective_epochs", "target_tasks", "seeds", "individual_epochs"},
-    "budget": {"name", "collective_tasks", "collective_epochs", "train_per_class", "width_mult", "target_tasks",
-               "seeds", "individual_epochs", "fisher_samples", "meta_episodes", "maml_iterations", "maml_first_order"},
-    "collective": {"mode", "seeds", "n_tasks", "classes_per_task", "replacement", "train_per_class", "labels", "head",
-                   "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "module", "eval_batch_size",
-                   "open_world_enters_at", "keep_checkpoints", "ewc", "joint_growth", "lr_schedule"},
-    "collective.ewc": {"enabled", "lam", "gamma", "fisher", "fisher_samples"},
-    "criterion": {"statistic", "tau", "k", "warmup_tasks", "task_weighting", "epoch_aggregate", "stability",
-                  "after_task", "window", "probe_images", "fisher_samples"},
-    "individual": {"ways", "shots", "n_tasks", "seeds", "protocol", "queries", "epochs", "batch_size", "batching", "lr",
-                   "base_width",
-                   "momentum", "weight_decay", "optimizer", "module", "hidden", "pool_to", "lower_pools",
-                   "freeze_inherited", "inherited_lr", "batched", "task_batch", "cache_dir", "validation"},
-    "individual.validation": {"n_tasks", "seeds", "group", "queries"},
-    "model": {"net", "width_mult", "growth"},
-    "model.growth": {"enabled", "schedule", "noise"},
-    "data": {"source", "image_size", "split", "split_file", "mean", "std", "augment", "on_device", "path", "root",
-             "download", "verify_checksum", "cache_dir"},
-    "data.augment": {"crop_padding", "flip"},
-}  # fmt: skip
+_problems: list[tuple[str, str]] | None = (
+    None  # while collecting: (key, message) of the problems found so far
+)
+
+
+def problem(key: str, message: str) -> None:
+    """Report a problem: raised at once outside :func:`all_problems`, collected (one per key) inside it."""
+    if _problems is None:
+        raise ConfigError(message)
+    if not any(k == key for k, _ in _problems):
+        _problems.append((key, message))
+
+
+def fail(key: str, value: Any, valid: str) -> None:
+    problem(key, f"{key}={value!r}: {valid}")
+
+
+@contextlib.contextmanager
+def all_problems() -> Iterator[None]:
+    """Run independent checks and report every problem they find in one ConfigError (one line each). An error a
+    check raises because of an earlier bad value ends the collection early."""
+    global _problems
+    outer, _problems = _problems, []
+    found = _problems
+    try:
+        yield
+    except ConfigError as err:
+        found.append(("", str(err)))
+    except (TypeError, ValueError, AttributeError, KeyError):
+        if not found:  # not a consequence of a problem already found
+            raise
+    finally:
+        _problems = outer
+    messages = [m for _, m in found]
+    if len(messages) == 1:
+        raise ConfigError(messages[0])
+    if messages:
+        raise ConfigError(
+            f"{len(messages)} problems in the configuration:\n" + "\n".join(f"  {m}" for m in messages)
+        )
+
+
+def get(cfg: DictConfig, key: str) -> Any:
+    """``cfg``'s value at ``key``, resolved; a missing mandatory value or a broken interpolation is a ConfigError."""
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise ConfigError(f"{key} is required but not set; pass {key}=VALUE on the command line") from None
+    except Exception as err:  # interpolation errors
+        raise ConfigError(f"{key} cannot be resolved: {err}") from None
 
 
 def suggest(name: str, options) -> str:
@@ -54,36 +91,130 @@ def suggest(name: str, options) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def check_known_keys(cfg: DictConfig) -> None:
-    """Refuse keys under plain nodes that the suite does not read (data keys a source interpolates are fine)."""
-    for node, known in KNOWN.items():
-        sub = cfg if node == "" else OmegaConf.select(cfg, node)
-        if not isinstance(sub, DictConfig):
+# -- values against annotations -------------------------------------------------------------------------------
+
+
+def _split(hint: Any) -> tuple[Any, list, bool]:
+    """(the bare type, its Annotated metadata, whether null is valid)."""
+    meta: list = []
+    if typing.get_origin(hint) is typing.Annotated:
+        hint, *meta = typing.get_args(hint)
+    none_ok = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        none_ok = len(args) < len(typing.get_args(hint))
+        literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+        if len(literals) == len(args) > 1:  # a union of Literals: one list of choices
+            hint = typing.Literal[tuple(v for a in literals for v in typing.get_args(a))]
+        elif len(args) == 1:
+            hint, more, _ = _split(args[0])
+            meta += more
+        else:
+            hint = Any  # str | Path and the like: the target checks it
+    return hint, meta, none_ok
+
+
+def _bounds(r: Range) -> str:
+    parts = [f"{op} {v}" for op, v in ((">=", r.ge), (">", r.gt), ("<=", r.le), ("<", r.lt)) if v is not None]
+    return " and ".join(parts)
+
+
+def _out_of(r: Range, v: float) -> bool:
+    return ((r.ge is not None and v < r.ge) or (r.gt is not None and v <= r.gt)
+            or (r.le is not None and v > r.le) or (r.lt is not None and v >= r.lt))  # fmt: skip
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_value(key: str, value: Any, hint: Any) -> None:
+    """One value against its annotation (see the module docstring); a problem is reported via :func:`fail`."""
+    hint, meta, none_ok = _split(hint)
+    r = next((m for m in meta if isinstance(m, Range)), Range())
+    for fn in (m for m in meta if callable(m) and not isinstance(m, Range)):
+        try:
+            fn(key, value)
+        except ConfigError as err:
+            problem(key, str(err))
+        return
+    if value is None and none_ok:
+        return
+    null = " or null" if none_ok else ""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            fail(key, value, "must be true or false")
+    elif hint is int:
+        if not _is_int(value) or _out_of(r, value):
+            fail(key, value, f"must be an integer{' ' + _bounds(r) if _bounds(r) else ''}{null}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or _out_of(r, value):
+            fail(key, value, f"must be a number{' ' + _bounds(r) if _bounds(r) else ''}{null}")
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        options = [m.value for m in hint]
+        if value not in options:
+            fail(key, value, f"valid values are {options}{null}")
+    elif origin is typing.Literal:
+        options = list(typing.get_args(hint))
+        if value not in options:
+            fail(key, value, f"valid values are {options}{null}")
+    elif origin in (list, tuple, typing.Sequence) and typing.get_args(hint)[:1] == (int,):
+        least, lo = r.min_len if r.min_len is not None else 0, r.ge
+        if not isinstance(value, list | tuple | ListConfig) or len(value) < least:
+            fail(
+                key,
+                value,
+                f"must be a list of at least {least} integers{f' >= {lo}' if lo is not None else ''}",
+            )
+        elif any(not _is_int(x) or (lo is not None and x < lo) for x in value):
+            fail(key, list(value), f"every entry must be an integer{f' >= {lo}' if lo is not None else ''}")
+
+
+# -- nodes against a schema, a signature or a method's options --------------------------------------------------
+
+
+def hints_of(obj: Any) -> dict[str, Any]:
+    """The annotated parameters of a dataclass, function or class (empty where they cannot be read)."""
+    try:
+        target = obj.__init__ if inspect.isclass(obj) and not dataclasses.is_dataclass(obj) else obj
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # annotations naming what the module imports only for type checkers
+        return {}
+    hints.pop("return", None)
+    return hints
+
+
+def check_node(node: DictConfig, key: str, schema: type, unknown: Callable[[str, set], str],
+               allowed: dict[str, set[str]] | None = None) -> None:  # fmt: skip
+    """Every key of ``node`` one of ``schema``'s fields (or of ``allowed[key]``), every value valid for its field;
+    nested dataclass fields are checked the same way."""
+    hints = hints_of(schema)
+    names = set(hints) | (allowed or {}).get(key, set())
+    for k in node:
+        if k not in names and k not in HYDRA_KEYS:
+            problem(f"{key}.{k}", unknown(str(k), names))
+    for name, hint in hints.items():
+        if name not in node.keys():  # noqa: SIM118 -- ``in`` is False for a missing mandatory value
             continue
-        allowed = set(known)
-        if node == "data":
-            allowed |= _interpolated_keys(cfg, "data.source", "data.")
-        for key in sub:
-            if key not in allowed:
-                full = f"{node}.{key}" if node else key
-                raise ConfigError(
-                    f"{full} is not a key the suite reads, so it would be ignored{suggest(str(key), allowed)} "
-                    f"(keys of {node or 'the top level'}: {sorted(allowed)})"
-                )
+        full = f"{key}.{name}" if key else name
+        try:
+            value = get(node, name)
+        except ConfigError as err:
+            problem(full, str(err).replace(f"{name} ", f"{full} ", 1))
+            continue
+        if dataclasses.is_dataclass(hint) and isinstance(value, DictConfig):
+            check_node(value, full, hint, _plain_unknown(full), allowed)
+        else:
+            check_value(full, value, hint)
 
 
-def _interpolated_keys(cfg: DictConfig, node: str, prefix: str) -> set[str]:
-    """Keys ``prefix<key>`` that the values of ``node`` interpolate (a new data source's own settings)."""
-    sub = OmegaConf.select(cfg, node)
-    if not isinstance(sub, DictConfig):
-        return set()
-    out = set()
-    for key in sub:
-        raw = OmegaConf.to_container(sub, resolve=False).get(key)
-        if isinstance(raw, str) and "${" + prefix in raw:
-            for part in raw.split("${" + prefix)[1:]:
-                out.add(part.split("}")[0].split(".")[0])
-    return out
+def _plain_unknown(node: str) -> Callable[[str, set], str]:
+    def message(k: str, names: set) -> str:
+        return (f"{node + '.' if node else ''}{k} is not a key the suite reads, so it would be ignored"
+                f"{suggest(k, names)} (keys of {node or 'the top level'}: {sorted(names)})")  # fmt: skip
+
+    return message
 
 
 def locate(path: str, key: str):
@@ -99,34 +230,36 @@ def locate(path: str, key: str):
 
 
 def check_target_node(node: DictConfig, key: str) -> None:
-    target = node.get("_target_")
-    obj = locate(str(target), key)
+    """A ``_target_`` node: the target imports, every key is one of its parameters (unless it takes ``**kwargs``)
+    and every value fits the parameter's annotation."""
+    target = str(node.get("_target_"))
     try:
-        sig = inspect.signature(obj)
+        obj = locate(target, key)
+        params = inspect.signature(obj).parameters
+    except ConfigError as err:
+        problem(f"{key}._target_", str(err))
+        return
     except (TypeError, ValueError):
         return
-    params = sig.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
     names = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    for k in node:
-        if k in HYDRA_KEYS:
-            continue
-        if k not in names:
-            raise ConfigError(
-                f"{key}.{k} is not a parameter of {target}{suggest(str(k), names)}; valid: {sorted(names)}"
-            )
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        names |= {str(k) for k in node}
+    hints = {n: h for n, h in hints_of(obj).items() if n in names}
+    schema = dataclasses.make_dataclass("Signature", [(n, hints.get(n, Any)) for n in sorted(names)])
+
+    def unknown(k: str, valid: set) -> str:
+        return f"{key}.{k} is not a parameter of {target}{suggest(k, valid)}; valid: {sorted(valid)}"
+
+    check_node(node, key, schema, unknown)
 
 
 def check_targets(node: Any, key: str = "") -> None:
-    """Every ``_target_`` node under ``node``: importable, and every key one of its parameters."""
+    """Every ``_target_`` node under ``node`` (see :func:`check_target_node`)."""
     if isinstance(node, DictConfig):
         if "_target_" in node:
             check_target_node(node, key)
         for k in node:
-            if k == "hydra":
-                continue
-            if OmegaConf.is_missing(node, k):
+            if k == "hydra" or OmegaConf.is_missing(node, k):
                 continue
             try:
                 child = node[k]
@@ -137,3 +270,50 @@ def check_targets(node: Any, key: str = "") -> None:
         for i, item in enumerate(node):
             if isinstance(item, DictConfig | ListConfig):
                 check_targets(item, f"{key}[{i}]")
+
+
+def data_keys(cfg: DictConfig) -> set[str]:
+    """A data source's own keys: its parameters, and the ``data.<key>`` its node interpolates (resolved or not)."""
+    source = OmegaConf.select(cfg, "data.source")
+    if not isinstance(source, DictConfig):
+        return set()
+    keys: set[str] = set()
+    with contextlib.suppress(Exception):
+        keys |= set(inspect.signature(locate(str(source.get("_target_")), "data.source")).parameters)
+    for raw in OmegaConf.to_container(source, resolve=False).values():
+        if isinstance(raw, str):
+            keys |= {part.split("}")[0].split(".")[0] for part in raw.split("${data.")[1:]}
+    return keys
+
+
+def check_methods(cfg: DictConfig) -> None:
+    """Each selected method registered, and its node against the options it registered."""
+    from experiments.methods.registry import get_method, method_names
+
+    registered = method_names()
+    for m, node in (get(cfg, "methods") or {}).items():
+        if m not in registered:
+            fail(
+                "methods",
+                list(get(cfg, "methods")),
+                f"{m!r} is not a registered method; registered: {registered}",
+            )
+            continue
+        options = get_method(m).options
+        if options is None or not isinstance(node, DictConfig):
+            continue
+
+        def unknown(k: str, valid: set, m: str = m) -> str:
+            return (
+                f"methods.{m}.{k} is not a key of method {m!r}{suggest(k, valid)}; its keys: {sorted(valid)}"
+            )
+
+        check_node(node, f"methods.{m}", options, unknown)
+
+
+def check_typed(cfg: DictConfig) -> None:
+    """The whole config against the schema, the targets' signatures and the methods' options (problems collected
+    by the caller's :func:`all_problems`)."""
+    check_node(cfg, "", Run, _plain_unknown(""), {"data": data_keys(cfg)})
+    check_targets(cfg)
+    check_methods(cfg)

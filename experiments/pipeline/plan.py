@@ -78,3 +78,22 @@ def validation_tasks(cfg, image_set: ImageSet, shots: int) -> list[TargetTask]:
         return []
     return make_target_task_grid(image_set, v.n_tasks, icfg.ways, shots, list(v.seeds), protocol="episodic",
                                  queries=v.queries, group=v.group)  # fmt: skip
+
+
+def describe(ctx) -> list[str]:
+    """The plan in a few log lines: normalisation, each collective seed's stream, the target tasks per shot count."""
+    cfg, image_set = ctx.cfg, ctx.image_set
+    mean, std = ctx.normalisation
+    lines = [f"normalisation: mean {mean}, std {std} ({image_set.channels} channels)"]
+    for seed in ctx.collective_seeds:
+        stream = make_stream(cfg, image_set, seed)
+        shown = ", ".join(str(list(t.classes)) for t in stream[:4])
+        what = {"joint": "joint tasks (equal chunks of one stream over all base images)",
+                "joint_phases": "joint phases over all base classes"}.get(cfg.collective.mode, "tasks")  # fmt: skip
+        lines.append(f"collective stream (seed {seed}): {len(stream)} {what} of {len(stream[0].classes)} classes: "
+                     f"{shown[:300]}{' ...' if len(stream) > 4 else ''}")  # fmt: skip
+    for shots in cfg.individual.shots:
+        tasks = target_tasks(cfg, image_set, shots)
+        lines.append(f"target tasks, {shots}-shot: {len(tasks)} ({cfg.individual.n_tasks} per seed x seeds "
+                     f"{list(cfg.individual.seeds)}), e.g. classes {[list(t.classes) for t in tasks[:3]]}")  # fmt: skip
+    return lines

@@ -19,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.pipeline import STAGES
 from experiments.pipeline.collective import run_collective
-from experiments.pipeline.config_check import check_against_data, check_config, check_existing_outputs
+from experiments.pipeline.config_check import check_against_data, check_config
 from experiments.pipeline.console import route_logging_through_rich
 from experiments.pipeline.context import RunContext, is_wandb
+from experiments.pipeline.earlier_outputs import check_earlier_outputs
 from experiments.pipeline.individual_stage import run_individual
 from experiments.pipeline.learngene_stage import run_learngene
+from experiments.pipeline.plan import describe
 from experiments.pipeline.report import run_report, scalars
 from experiments.pipeline.run_files import read_json_file
 from experiments.pipeline.run_guard import RunInterrupted, RunLock, StopOnSignal, check_output_dir
@@ -125,8 +127,9 @@ def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
     log.info("run %s: seed %d, stages %s, output %s", cfg.exp_name, cfg.seed, list(cfg.stage), out)
     outputs: dict[str, object] = {}
     try:
-        check_existing_outputs(ctx)
-        for line in check_against_data(ctx):  # the plan: each collective seed's stream, the target tasks
+        check_earlier_outputs(ctx)
+        check_against_data(ctx)
+        for line in describe(ctx):  # the plan: each collective seed's stream, the target tasks
             log.info(line)
         for logger in ctx.loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

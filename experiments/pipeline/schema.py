@@ -1,0 +1,260 @@
+"""The typed schema of the suite's configuration: one dataclass per plain node, stored in Hydra's ConfigStore.
+
+Each key is declared once, here, with its type: the core's own choice lists as enums, bounds as
+``Annotated[int, Range(ge=1)]``, ``Optional`` for keys that may be null, ``Any`` for nodes built from their
+``_target_`` (those are checked against the target's own signature). The values live in the YAML files; the
+schema says only which keys exist and what a valid value is. :mod:`experiments.pipeline.config_schema` checks a
+composed config against it (every problem in one message, one line each); the stage-3 methods declare their
+options the same way where they are registered (``register_method(..., options=...)``).
+
+Stored as ``schema/run`` (and one entry per node), so that OmegaConf's own structured merge can check the shipped
+YAML against the same types (tests/test_config.py).
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any
+
+from hydra.core.config_store import ConfigStore
+
+from datamodules.sequential_tasks import LABELS
+from experiments.pipeline.plan import JOINT_MODES
+from learngene_core.criterion.selection import WEIGHTINGS
+from learngene_core.data.loaders import BATCHINGS
+from learngene_core.data.splits import SPLITS
+from learngene_core.data.target_tasks import PROTOCOLS
+from learngene_core.ewc import FISHER_MODES
+from learngene_core.individual import LOWER_POOLS
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number, or of every entry of a list (``min_len``: the list's least length)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    min_len: int | None = None
+
+
+def choices(name: str, values: tuple) -> type[Enum]:
+    """An enum whose members are the core's own list of valid values (not retyped here)."""
+    return Enum(name, {str(v): v for v in values}, type=str)
+
+
+MODES = ("continual", *JOINT_MODES)
+Mode = choices("Mode", MODES)
+Labels = choices("Labels", LABELS)
+Head = choices("Head", ("growing", "fixed"))
+Keep = choices("Keep", ("all", "last"))
+Fisher = choices("Fisher", FISHER_MODES)
+Weighting = choices("Weighting", WEIGHTINGS)
+Aggregate = choices("Aggregate", ("mean", "last"))
+Protocol = choices("Protocol", PROTOCOLS)
+Batching = choices("Batching", BATCHINGS)
+LowerPools = choices("LowerPools", LOWER_POOLS)
+Split = choices("Split", SPLITS)
+Group = choices("Group", ("novel", "open_world"))
+
+Positive = Annotated[int, Range(ge=1)]
+Count = Annotated[int, Range(ge=0)]
+Rate = Annotated[float, Range(gt=0)]
+NonNegative = Annotated[float, Range(ge=0)]
+Momentum = Annotated[float, Range(ge=0, lt=1)]
+Seeds = Annotated[list[int], Range(ge=0, min_len=1)]
+
+
+@dataclass
+class Paths:
+    root_dir: str
+    data_dir: str
+    log_dir: str
+    output_dir: str | None
+
+
+@dataclass
+class Compute:
+    channels_last: bool
+    compile: bool
+
+
+@dataclass
+class ProtocolNumbers:
+    collective_tasks: Positive
+    collective_epochs: Positive
+    target_tasks: Positive
+    seeds: Seeds
+    individual_epochs: Positive
+
+
+@dataclass
+class Budget:  # its values reach the checked keys through interpolation (collective.epochs, ...)
+    name: str
+    collective_tasks: int
+    collective_epochs: int
+    train_per_class: int | None
+    width_mult: float
+    target_tasks: int
+    seeds: list[int]
+    individual_epochs: int
+    fisher_samples: int
+    meta_episodes: int
+    maml_iterations: int
+    maml_first_order: bool
+
+
+@dataclass
+class EWC:
+    enabled: bool
+    lam: NonNegative
+    gamma: Annotated[float, Range(gt=0, le=1)]
+    fisher: Fisher
+    fisher_samples: Positive
+
+
+@dataclass
+class Collective:
+    mode: Mode
+    joint_growth: bool
+    lr_schedule: Any  # null or a scheduler factory (checked by building it)
+    seeds: Seeds
+    n_tasks: Positive
+    classes_per_task: Annotated[int, Range(ge=2)]
+    replacement: bool
+    train_per_class: Positive | None
+    labels: Labels
+    head: Head
+    epochs: Positive
+    batch_size: Positive
+    lr: Rate
+    momentum: Momentum
+    weight_decay: NonNegative
+    optimizer: Any
+    module: Any
+    eval_batch_size: Positive
+    open_world_enters_at: Positive | None
+    keep_checkpoints: Keep
+    ewc: EWC
+
+
+@dataclass
+class Criterion:
+    statistic: str  # a registered statistic (the registry is open: checked against it, not an enum)
+    tau: NonNegative
+    k: Positive
+    warmup_tasks: Count
+    task_weighting: Weighting
+    epoch_aggregate: Aggregate
+    stability: NonNegative
+    after_task: Count | None
+    window: Count | None
+    probe_images: Count
+    fisher_samples: Positive
+
+
+@dataclass
+class Validation:
+    n_tasks: Count
+    seeds: Seeds
+    group: Group
+    queries: Positive
+
+
+@dataclass
+class Individual:
+    ways: Annotated[int, Range(ge=2)]
+    shots: Annotated[list[int], Range(ge=1, min_len=1)]
+    n_tasks: Positive
+    seeds: Seeds
+    protocol: Protocol
+    queries: Positive
+    epochs: Positive
+    batch_size: Positive
+    batching: Batching
+    lr: Rate
+    momentum: Momentum
+    weight_decay: NonNegative
+    optimizer: Any
+    module: Any
+    hidden: Annotated[list[int], Range(ge=1, min_len=0)]
+    base_width: Positive
+    pool_to: Positive
+    lower_pools: LowerPools
+    freeze_inherited: bool
+    inherited_lr: NonNegative | None
+    batched: bool
+    task_batch: Positive | None
+    cache_dir: str | None
+    validation: Validation
+
+
+@dataclass
+class Growth:
+    enabled: bool
+    schedule: Any  # [block, units] pairs and {op: deepen, after: i}: checked against the backbone
+    noise: NonNegative
+
+
+@dataclass
+class Model:
+    net: Any
+    width_mult: Rate
+    growth: Growth
+
+
+@dataclass
+class Augment:
+    crop_padding: Annotated[int, Range(ge=0, le=64)]
+    flip: bool
+
+
+@dataclass
+class Data:
+    """The keys every source shares; a source's own keys (its parameters, or keys its node interpolates) are
+    allowed besides these."""
+
+    source: Any
+    image_size: Annotated[int, Range(ge=8, le=1024)]
+    split: Split
+    split_file: str | None
+    mean: Any  # 'auto' or one number per channel (a cross-key check)
+    std: Any
+    augment: Augment
+    on_device: bool
+    path: str | None
+    root: str | None
+    download: bool
+    verify_checksum: bool
+    cache_dir: str | None
+
+
+@dataclass
+class Run:
+    paths: Paths
+    data: Data
+    model: Model
+    trainer: Any  # _target_ nodes: checked against their targets' signatures
+    logger: Any
+    callbacks: Any
+    methods: Any  # each method's node against the options it registered
+    budget: Budget
+    exp_name: str
+    seed: Count
+    stage: list[str]
+    from_run: str | None
+    optimized_metric: str
+    compute: Compute
+    protocol: ProtocolNumbers
+    collective: Collective
+    criterion: Criterion
+    individual: Individual
+
+
+def store() -> None:
+    """Register the schema in Hydra's ConfigStore (``schema/run``), once per process."""
+    cs = ConfigStore.instance()
+    cs.store(group="schema", name="run", node=Run)
+
+
+store()
