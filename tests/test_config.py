@@ -59,7 +59,10 @@ def test_budget_and_data_overrides_win_over_the_experiment(tmp_path):
         ("criterion.statistic=magic", r"criterion.statistic='magic': valid values are \['paper_signed_frac'"),
         ("stage=[individual,collective]", r"stage=.*pipeline order"),
         ("stage=[collective,train]", r"'train' is not a stage"),
-        ("+methods.learngene.x=1", r"methods.learngene.x is not a key of method 'learngene'"),
+        (
+            "+methods.learngene.x=1",
+            r"methods.learngene.x is not a parameter of experiments.methods.inherit.learngene; valid: \[\]",
+        ),
         ("+methods.protonet.episodez=3", r"methods.protonet.episodez .*did you mean 'episodes'"),
         ("individual.lr=-1", r"individual.lr=-1: must be a number > 0"),
         ("model.growth.schedule=[[20,64]]", r"model.growth.schedule\[0\]"),

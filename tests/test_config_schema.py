@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import pytest
@@ -15,10 +14,9 @@ from experiments.pipeline.schema import Range
 from learngene_core.errors import ConfigError
 
 
-@dataclass
-class NearestCentroidOptions:
-    metric: Literal["euclidean", "cosine"]
-    shrink: Annotated[float, Range(ge=0, le=1)]
+def nc(m, metric: Literal["euclidean", "cosine"], shrink: Annotated[float, Range(ge=0, le=1)]):
+    """A nearest-centroid method with two options (planned only when the individual stage runs)."""
+    return []
 
 
 def test_an_extension_method_s_options_are_checked_like_the_suite_s_own(tmp_path):
@@ -26,18 +24,18 @@ def test_an_extension_method_s_options_are_checked_like_the_suite_s_own(tmp_path
     without any central list being edited, and every problem of the config comes in one message."""
     from experiments.methods.registry import register_method, unregister_method
 
-    @register_method(
-        "nc", "nearest centroid (an extension)", needs_collective=True, options=NearestCentroidOptions
-    )
-    def nc(m):  # pragma: no cover - planned only when the individual stage runs
-        return []
-
+    register_method("nc", "nearest centroid (an extension)", needs_collective=True)(nc)
+    target = ["+methods.nc._target_=test_config_schema.nc", "+methods.nc._partial_=true"]
     try:
-        check_config(compose(["+methods.nc.metric=cosine", "+methods.nc.shrink=0.5"], tmp_path))
+        check_config(compose([*target, "+methods.nc.metric=cosine", "+methods.nc.shrink=0.5"], tmp_path))
+        with pytest.raises(
+            ConfigError, match=r"^methods.nc=\{'metric': 'cosine'\}: needs _target_ .*test_config_schema.nc"
+        ):
+            check_config(compose(["+methods.nc.metric=cosine"], tmp_path))
         with pytest.raises(ConfigError) as err:
-            check_config(compose(["+methods.nc.metric=manhattan", "+methods.nc.shrink=2", "+methods.nc.metrik=x",
-                                  "collective.epochs=0", "collective.mode=joint", "collective.labels=relative"],
-                                 tmp_path))  # fmt: skip
+            check_config(compose([*target, "+methods.nc.metric=manhattan", "+methods.nc.shrink=2",
+                                  "+methods.nc.metrik=x", "collective.epochs=0", "collective.mode=joint",
+                                  "collective.labels=relative"], tmp_path))  # fmt: skip
     finally:
         unregister_method("nc")
     lines = str(err.value).splitlines()
@@ -46,7 +44,8 @@ def test_an_extension_method_s_options_are_checked_like_the_suite_s_own(tmp_path
         "  collective.epochs=0: must be an integer >= 1",
         "  methods.nc.metric='manhattan': valid values are ['euclidean', 'cosine']",
         "  methods.nc.shrink=2: must be a number >= 0 and <= 1",
-        "  methods.nc.metrik is not a key of method 'nc'; did you mean 'metric'?; its keys: ['metric', 'shrink']",
+        "  methods.nc.metrik is not a parameter of test_config_schema.nc; did you mean 'metric'?; valid: ['metric', "
+        "'shrink']",
         "  collective.head='growing': task-relative labels use one shared head; set collective.head=fixed",
         "  collective.labels='relative': the joint ancestor learns all base classes at once: use global",
     }

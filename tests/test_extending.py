@@ -29,25 +29,29 @@ def test_the_core_package_imports_no_lightning_and_no_hydra():
     assert out.stdout.strip() == "[]"
 
 
-def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_path):
+def toy(m, accuracy: float):
+    """A method registered from outside the package: a constant classifier (its option: the accuracy)."""
     from experiments.methods.common import TaskResult
-    from experiments.methods.registry import Job, register_method, unregister_method
+    from experiments.methods.registry import Job
+
+    def run(tasks):
+        return [TaskResult(t.seed, t.index, list(t.classes), accuracy, 0.0) for t in tasks], {"parameters": 1}
+
+    return [Job(identity={"kind": "toy"}, run=run)]
+
+
+def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_path):
+    from experiments.methods.registry import register_method, unregister_method
     from learngene_core.criterion.registry import register_statistic, unregister_statistic
 
     @register_statistic("toy_depth", "task", "a planted statistic: lowest for blocks conv5-conv7")
     def toy_depth(probe):
         return [0.0 if 4 <= i <= 6 else 1.0 + i for i in range(len(probe.start_weights))]
 
-    @register_method("toy", "toy (a constant classifier)", options=None)
-    def toy(m):
-        def run(tasks):
-            acc = float(m.cfg.accuracy)
-            return [TaskResult(t.seed, t.index, list(t.classes), acc, 0.0) for t in tasks], {"parameters": 1}
-
-        return [Job(identity={"kind": "toy", "accuracy": float(m.cfg.accuracy)}, run=run)]
-
+    register_method("toy", "toy (a constant classifier)")(toy)
     try:
-        cfg = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy.accuracy=0.25",
+        cfg = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy._target_=test_extending.toy",
+                       "+methods.toy._partial_=true", "+methods.toy.accuracy=0.25",
                        "criterion.statistic=toy_depth"], tmp_path)  # fmt: skip
         result = run_pipeline(cfg, tmp_path)
     finally:
@@ -121,8 +125,25 @@ TOY_SECTION = None  # set below, once the report package is importable
 
 
 @dataclass
-class ToyArmsOptions:
+class ToyArms:
+    """A method with two arms and one option, as a dataclass (its fields are its options)."""
+
     level: float
+
+    def __call__(self, m):
+        from experiments.methods.common import TaskResult
+        from experiments.methods.registry import Job
+
+        def job(arm, offset):
+            def run(tasks):
+                acc = self.level + offset
+                return [TaskResult(t.seed, t.index, list(t.classes), acc, 0.0) for t in tasks], {
+                    "parameters": 1
+                }
+
+            return Job(identity={"kind": "toy_arms", "arm": arm}, run=run, arm=arm)  # no "level" written here
+
+        return [job("low", 0.0), job("high", 0.1)]
 
 
 def test_a_multi_arm_method_reports_its_own_section_and_its_options_are_part_of_its_identity(tmp_path):
@@ -130,8 +151,7 @@ def test_a_multi_arm_method_reports_its_own_section_and_its_options_are_part_of_
     its config node is part of every job's identity although the job does not write it: rerunning stage 3 with
     another value of its option computes anew instead of reusing the cached result."""
     global TOY_SECTION
-    from experiments.methods.common import TaskResult
-    from experiments.methods.registry import Job, register_method, unregister_method
+    from experiments.methods.registry import register_method, unregister_method
     from experiments.pipeline.report.sections import ReportSection
 
     TOY_SECTION = ReportSection(
@@ -141,24 +161,14 @@ def test_a_multi_arm_method_reports_its_own_section_and_its_options_are_part_of_
         scalars=lambda shots, t: {f"toy/{arm}/{shots}shot": v for arm, v in t["arms"].items()},
     )
 
-    @register_method("toy_arms", "toy (two constant arms)", options=ToyArmsOptions,
-                     section=f"{__name__}:TOY_SECTION")  # fmt: skip
-    def toy_arms(m):
-        def job(arm, offset):
-            def run(tasks):
-                acc = float(m.cfg.level) + offset
-                return [TaskResult(t.seed, t.index, list(t.classes), acc, 0.0) for t in tasks], {
-                    "parameters": 1
-                }
-
-            return Job(identity={"kind": "toy_arms", "arm": arm}, run=run, arm=arm)  # no "level" written here
-
-        return [job("low", 0.0), job("high", 0.1)]
-
+    register_method("toy_arms", "toy (two constant arms)", section=f"{__name__}:TOY_SECTION")(ToyArms)
+    target = ["+methods.toy_arms._target_=test_extending.ToyArms"]
     try:
-        cfg = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy_arms.level=0.25"], tmp_path)
+        cfg = compose(
+            [*TINY, "methods=[learngene,scratch]", *target, "+methods.toy_arms.level=0.25"], tmp_path
+        )
         first = run_pipeline(cfg, tmp_path)
-        again = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy_arms.level=0.5",
+        again = compose([*TINY, "methods=[learngene,scratch]", *target, "+methods.toy_arms.level=0.5",
                          "stage=[individual,report]"], tmp_path)  # fmt: skip
         second = run_pipeline(again, tmp_path)
         from experiments.pipeline.report import scalars, terminal_summary

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import dataclass
 from typing import Annotated, Any
-
-from hydra.utils import instantiate
 
 from experiments.methods.common import TaskResult, init_seed, train_and_evaluate
 from experiments.methods.registry import Job, MethodContext, register_method
@@ -44,15 +41,12 @@ from learngene_core.individual import build_individual, inherited_parameters
 KEY = "methods.descendants"
 
 
-def strategies_of(cfg) -> list[Adaptation]:
-    out = []
-    for name, node in (cfg.strategies or {}).items():
-        s = instantiate(node)
+def strategies_of(strategies: dict) -> list[Adaptation]:
+    for name, s in strategies.items():
         if not isinstance(s, Adaptation):
-            raise ConfigError(f"{KEY}.strategies.{name}._target_={node._target_!r}: not an adaptation strategy "
-                              "(a class registered with learngene_core.descendants.register_adaptation)")  # fmt: skip
-        out.append(s)
-    return out
+            raise ConfigError(f"{KEY}.strategies.{name}._target_ builds {type(s).__name__}, not an adaptation "
+                              "strategy (a class registered with learngene_core.descendants.register_adaptation)")  # fmt: skip
+    return list(strategies.values())
 
 
 def combinations(learngene: Learngene, shape: Shape, strategies, base_width: int, key: str) -> list[list]:
@@ -100,27 +94,24 @@ def run_descendant(ctx, adapted, spec, n_lower, tasks, inherit: bool = True) -> 
     }
 
 
-@dataclass
-class DescendantsOptions:
-    shapes: Annotated[Any, check_shapes_config]  # [{width, depth}, ...]
-    strategies: Annotated[Any, check_strategies_config]  # name -> {_target_: <a registered adaptation>, ...}
-
-
 @register_method(
     "descendants",
     "descendants (one learngene, many shapes; inherited and from scratch)",
-    options=DescendantsOptions,
     identity_excludes=(
         "shapes",
         "strategies",
     ),  # each arm's identity: its spec and adapted learngene's digest
     section="experiments.pipeline.report.descendants:SECTION",
 )
-def descendants(m: MethodContext) -> list[Job]:
-    strategies = strategies_of(m.cfg)
+def descendants(
+    m: MethodContext,
+    shapes: Annotated[Any, check_shapes_config],  # [{width, depth}, ...]
+    strategies: Annotated[Any, check_strategies_config],  # name -> {_target_: <a registered adaptation>, ...}
+) -> list[Job]:
+    strategies = strategies_of(strategies)
     base = scale_width(m.run.cfg.individual.base_width, m.run.cfg.model.width_mult)
     jobs = []
-    for i, node in enumerate(m.cfg.shapes):
+    for i, node in enumerate(shapes):
         key = f"{KEY}.shapes[{i}]"
         shape = check_shape_value(node.get("width", 1.0), node.get("depth"), key)
         for c, combo in enumerate(combinations(m.learngene, shape, strategies, base, key)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -80,21 +79,10 @@ def run_linear_probe(
     }
 
 
-@dataclass
-class LinearProbeOptions:
-    max_iter: Positive  # L-BFGS iterations of the logistic regression
-
-
-@dataclass
-class PrototypeOptions:
-    metric: Literal["euclidean", "cosine"]
-
-
-@register_method(
-    "linear_probe", "linear probe on collective features", needs_collective=True, options=LinearProbeOptions
-)
-def linear_probe(m: MethodContext) -> list[Job]:
-    net, max_iter = m.collective, int(m.cfg.max_iter)
+@register_method("linear_probe", "linear probe on collective features", needs_collective=True)
+def linear_probe(m: MethodContext, max_iter: Positive) -> list[Job]:
+    """``max_iter``: iterations of the logistic regression's solver."""
+    net = m.collective
     return [Job(identity={"kind": "linear_probe", "collective": net_digest(net)},
                 run=lambda tasks: run_linear_probe(m.run, net, tasks, max_iter))]  # fmt: skip
 
@@ -103,9 +91,8 @@ def linear_probe(m: MethodContext) -> list[Job]:
     "prototype",
     "prototype (nearest centroid) on collective features",
     needs_collective=True,
-    options=PrototypeOptions,
 )
-def prototype(m: MethodContext) -> list[Job]:
-    net, metric = m.collective, str(m.cfg.metric)
+def prototype(m: MethodContext, metric: Literal["euclidean", "cosine"]) -> list[Job]:
+    net = m.collective
     return [Job(identity={"kind": "prototype", "collective": net_digest(net)},
                 run=lambda tasks: run_prototype(m.run, net, tasks, metric))]  # fmt: skip

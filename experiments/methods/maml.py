@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import instantiate
-
 from experiments.methods.common import TaskResult, gather, my_share, test_images
 from experiments.methods.inherit import spec_for
 from experiments.methods.meta_training import episode_limits, episodes_datamodule, meta_train, seeded_net
@@ -16,12 +14,12 @@ from experiments.methods.registry import Job, MethodContext, register_method
 from experiments.pipeline.schema import Positive, Rate
 
 
-def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
-    ctx, c = m.run, m.cfg
+def run_maml(m: MethodContext, c: Maml, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
+    ctx = m.run
     ways = ctx.cfg.individual.ways
     net = seeded_net(spec, ctx.cfg.seed, "maml")
-    module = instantiate(c.module)(net=net, optimizer=instantiate(c.optimizer), inner_lr=c.inner_lr,
-                                   inner_steps=c.inner_steps, first_order=c.first_order)  # fmt: skip
+    module = c.module(net=net, optimizer=c.optimizer, inner_lr=c.inner_lr, inner_steps=c.inner_steps,
+                      first_order=c.first_order)  # fmt: skip
     dm = episodes_datamodule(ctx, "maml", c.iterations * c.meta_batch, ways, c.shots, c.queries, c.meta_batch)
     meta = meta_train(ctx, "maml", m.job_identity(identity), net, module, dm)
     module.net = net.to(ctx.device)
@@ -42,8 +40,15 @@ def run_maml(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskRe
     return gather(results), info
 
 
+@register_method(
+    "maml",
+    "MAML (meta-trained on base classes)",
+    data_limits=lambda key, p, cfg, base: episode_limits(  # MAML meta-trains individual.ways-way episodes
+        key, cfg.individual.ways, "individual.ways", p.shots, p.queries, base
+    ),
+)
 @dataclass
-class MamlOptions:
+class Maml:
     iterations: Positive  # outer steps
     meta_batch: Positive  # episodes per outer step
     shots: Positive
@@ -52,21 +57,12 @@ class MamlOptions:
     inner_steps: Positive
     test_steps: Positive
     first_order: bool
-    lr: Rate
-    optimizer: Any  # _target_ nodes, checked against their targets
-    module: Any
+    lr: Rate  # the optimizer's (interpolated there)
+    optimizer: Any  # partial optimizer: params -> Optimizer
+    module: Any  # partial MamlModule
 
-
-@register_method(
-    "maml",
-    "MAML (meta-trained on base classes)",
-    options=MamlOptions,  # MAML meta-trains individual.ways-way episodes
-    data_limits=lambda key, p, cfg, base: episode_limits(
-        key, cfg.individual.ways, "individual.ways", p.shots, p.queries, base
-    ),
-)
-def maml(m: MethodContext) -> list[Job]:
-    spec, _ = spec_for(m.run, m.learngene)
-    identity = {"kind": "maml", "spec": spec.to_dict(), "seed": m.run.cfg.seed,
-                "ways": m.run.cfg.individual.ways}  # fmt: skip
-    return [Job(identity=identity, run=lambda tasks: run_maml(m, spec, identity, tasks))]
+    def __call__(self, m: MethodContext) -> list[Job]:
+        spec, _ = spec_for(m.run, m.learngene)
+        identity = {"kind": "maml", "spec": spec.to_dict(), "seed": m.run.cfg.seed,
+                    "ways": m.run.cfg.individual.ways}  # fmt: skip
+        return [Job(identity=identity, run=lambda tasks: run_maml(m, self, spec, identity, tasks))]

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import torch
-from hydra.utils import instantiate
 
 from experiments.methods.common import TaskResult, gather, my_share, test_images
 from experiments.methods.inherit import spec_for
@@ -18,10 +17,10 @@ from experiments.pipeline.schema import Positive, Range, Rate
 from lightning_modules.protonet_module import proto_logits
 
 
-def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
-    ctx, p = m.run, m.cfg
+def run_protonet(m: MethodContext, p: ProtoNet, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
+    ctx = m.run
     net = seeded_net(spec, ctx.cfg.seed, "protonet")
-    module = instantiate(p.module)(net=net, ways=p.ways, optimizer=instantiate(p.optimizer))
+    module = p.module(net=net, ways=p.ways, optimizer=p.optimizer)
     dm = episodes_datamodule(ctx, "protonet", p.episodes, p.ways, p.shots, p.queries)
     meta = meta_train(ctx, "protonet", m.job_identity(identity), net, module, dm)
     net = net.to(ctx.device).eval()
@@ -41,26 +40,24 @@ def run_protonet(m: MethodContext, spec, identity: dict, tasks) -> tuple[list[Ta
     return gather(results), {"parameters": n, "inherited_parameters": 0, **meta}
 
 
-@dataclass
-class ProtoNetOptions:
-    episodes: Positive  # meta-training episodes
-    ways: Annotated[int, Range(ge=2)]
-    shots: Positive
-    queries: Positive
-    lr: Rate
-    optimizer: Any  # _target_ nodes, checked against their targets
-    module: Any
-
-
 @register_method(
     "protonet",
     "ProtoNet (meta-trained on base classes)",
-    options=ProtoNetOptions,
     data_limits=lambda key, p, cfg, base: episode_limits(
         key, p.ways, f"{key}.ways", p.shots, p.queries, base
     ),
 )
-def protonet(m: MethodContext) -> list[Job]:
-    spec, _ = spec_for(m.run, m.learngene)
-    identity = {"kind": "protonet", "spec": spec.to_dict(), "seed": m.run.cfg.seed}
-    return [Job(identity=identity, run=lambda tasks: run_protonet(m, spec, identity, tasks))]
+@dataclass
+class ProtoNet:
+    episodes: Positive  # meta-training episodes
+    ways: Annotated[int, Range(ge=2)]
+    shots: Positive
+    queries: Positive
+    lr: Rate  # the optimizer's (interpolated there)
+    optimizer: Any  # partial optimizer: params -> Optimizer
+    module: Any  # partial ProtoNetModule: (net, ways, optimizer) -> LightningModule
+
+    def __call__(self, m: MethodContext) -> list[Job]:
+        spec, _ = spec_for(m.run, m.learngene)
+        identity = {"kind": "protonet", "spec": spec.to_dict(), "seed": m.run.cfg.seed}
+        return [Job(identity=identity, run=lambda tasks: run_protonet(m, self, spec, identity, tasks))]

@@ -1,20 +1,23 @@
-"""One place for the stage-3 methods: a name -> :class:`Method` registry the pipeline, the config check
-and the report all read.
-
-A method is one decorated function that plans its work for one (collective seed, shot count)::
+"""The stage-3 methods: a name -> :class:`Method` registry for discovery (label, role in the report), which the
+pipeline, the config check and the report read. A method is *built* one way only, by ``instantiate`` from its
+config node's ``_target_``: the result is a callable that plans the method's work for one (collective seed, shot
+count), and its options arrive as arguments (the config check reads their types from the target's signature)::
 
     @register_method("my_method", label="my method (what it is)", needs_collective=True)
-    def my_method(m: MethodContext) -> list[Job]:
-        return [Job(identity={"kind": "my_method", ...}, run=lambda: ...)]
+    def my_method(m: MethodContext, k: Positive, metric: Literal["euclidean", "cosine"]) -> list[Job]:
+        return [Job(identity={"kind": "my_method"}, run=lambda tasks: ...)]
 
-plus one config file ``experiments/configs/methods/my_method.yaml`` holding ``my_method: {...}`` (its
-own node, ``m.cfg``, whose keys and types the method declares with ``options=<a dataclass>``), selected with
-``methods=[...,my_method]``. A :class:`Job` says what determines
-its numbers (``identity``: equal identities are computed once, across collective seeds and reruns)
-and how to compute them (``run(tasks) -> (per-task results, info)``); the method's own config node is part of
-every job's identity without being written there (``MethodContext.config_identity``, less the keys a method
-declares ``identity_excludes`` because each job's identity already says what they change). Methods with several arms
-(the judgement: every window, inherited and from scratch) return several jobs.
+with one config file ``experiments/configs/methods/my_method.yaml``::
+
+    my_method: {_target_: my_package.my_module.my_method, _partial_: true, k: 5, metric: euclidean}
+
+selected with ``methods=[...,my_method]`` (a method with many options may be a dataclass with ``__call__(m)``, as
+ProtoNet and MAML are). A :class:`Job` says what determines its numbers (``identity``: equal identities are
+computed once, across collective seeds and reruns) and how to compute them (``run(tasks) -> (per-task results,
+info)``); the method's own config node is part of every job's identity without being written there
+(``MethodContext.config_identity``, less the keys a method declares ``identity_excludes`` because each job's
+identity already says what they change). Methods with several arms (the judgement: every window, inherited and
+from scratch) return several jobs.
 
 Two roles the report reads from here, so that it names no method itself: the one ``reference=True`` method is
 what every other method's paired difference is taken against (scratch), and a multi-arm method names its own
@@ -45,7 +48,6 @@ class Job:
 @dataclass
 class MethodContext:
     run: Any  # the RunContext
-    cfg: DictConfig  # the method's own config node
     collective_seed: int
     learngene: Any  # the Learngene of this collective seed
     shots: int
@@ -76,20 +78,14 @@ class BaseClasses:
     least_name: str
 
 
-@dataclass
-class NoOptions:
-    """The options of a method that has none (its node must be empty)."""
-
-
 @dataclass(frozen=True)
 class Method:
     name: str
     label: str
-    plan: Callable[[MethodContext], list[Job]]
-    needs_collective: bool = False  # reads the collective network itself (not only the learngene)
-    options: type | None = (
-        None  # a dataclass: the keys of its config node and their types (None: not checked)
+    target: (
+        Callable  # what its config's _target_ names: built, it is called with a MethodContext -> list[Job]
     )
+    needs_collective: bool = False  # reads the collective network itself (not only the learngene)
     validation: bool = (
         False  # its jobs also run on the held-out validation tasks (the report chooses among its arms)
     )
@@ -101,9 +97,14 @@ class Method:
     data_limits: Callable[[str, DictConfig, DictConfig, BaseClasses], None] | None = None
 
     def config_identity(self, node: DictConfig | None) -> dict:
-        """The method's resolved config node, less ``identity_excludes``: part of every job's identity."""
+        """The method's resolved config node, less ``identity_excludes`` and Hydra's keys (``_target_``: a moved
+        module keeps its results): part of every job's identity."""
         resolved = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-        return {k: v for k, v in (resolved or {}).items() if k not in self.identity_excludes}
+        return {
+            k: v
+            for k, v in (resolved or {}).items()
+            if k not in self.identity_excludes and not k.startswith("_")
+        }
 
 
 METHODS: dict[str, Method] = {}
@@ -113,24 +114,23 @@ def register_method(
     name: str,
     label: str,
     needs_collective: bool = False,
-    options: type | None = NoOptions,
     validation: bool = False,
     reference: bool = False,
     section: str | None = None,
     identity_excludes: tuple[str, ...] = (),
     data_limits: Callable | None = None,
 ) -> Callable[[Callable], Callable]:
-    """``options``: a dataclass declaring the keys its config node may hold and their types, checked like the
-    suite's own schema (experiments/pipeline/schema.py: ``bool``, ``int``, ``float``, ``Literal`` or an ``Enum`` of
-    choices, ``Optional``, ``Annotated[int, Range(ge=1)]``); other keys are refused as typos. None: not checked.
-    ``validation``: its jobs also run on the held-out validation tasks (``individual.validation``), where the
+    """Registers the decorated function or class (the target its config names) under ``name``. Its options are
+    its parameters (a dataclass's fields), typed like the suite's own schema (experiments/pipeline/schema.py:
+    ``bool``, ``int``, ``float``, ``Literal`` or an ``Enum`` of choices, ``Optional``, ``Annotated[int,
+    Range(ge=1)]``): other keys and bad values are refused before any work. ``validation``: its jobs also run on the held-out validation tasks (``individual.validation``), where the
     report chooses among its arms before looking at the test tasks. ``reference``: the method every paired
     difference is taken against (one per registry). ``section``: ``"module:ATTR"`` of the method's own report
     section. ``identity_excludes``: config keys that are not part of every job's identity (a job's own identity
     says what they change for it, e.g. the descendants' shape list). ``data_limits(key, node, cfg, base)``: reports
     (``config_schema.fail``) what the data makes impossible for its options, before any work."""
 
-    def deco(fn: Callable[[MethodContext], list[Job]]) -> Callable:
+    def deco(fn: Callable) -> Callable:
         other = next((m.name for m in METHODS.values() if m.reference and m.name != name), None)
         if reference and other:
             raise ValueError(f"method {name!r} is registered as the reference but {other!r} already is")
@@ -139,7 +139,6 @@ def register_method(
             label,
             fn,
             needs_collective,
-            options,
             validation,
             reference,
             section,

@@ -242,6 +242,14 @@ def check_target_node(node: DictConfig, key: str) -> None:
     except (TypeError, ValueError):
         return
     names = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    first = next(iter(params.values()), None)
+    if (
+        node.get("_partial_")
+        and first is not None
+        and first.default is first.empty
+        and first.name not in node
+    ):
+        names.discard(first.name)  # supplied at call time (a method's context, an optimizer's parameters)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         names |= {str(k) for k in node}
     hints = {n: h for n, h in hints_of(obj).items() if n in names}
@@ -287,7 +295,7 @@ def data_keys(cfg: DictConfig) -> set[str]:
 
 
 def check_methods(cfg: DictConfig) -> None:
-    """Each selected method registered, and its node against the options it registered."""
+    """Each selected method registered, and built from a ``_target_`` (its options: :func:`check_targets`)."""
     from experiments.methods.registry import get_method, method_names
 
     registered = method_names()
@@ -298,17 +306,10 @@ def check_methods(cfg: DictConfig) -> None:
                 list(get(cfg, "methods")),
                 f"{m!r} is not a registered method; registered: {registered}",
             )
-            continue
-        options = get_method(m).options
-        if options is None or not isinstance(node, DictConfig):
-            continue
-
-        def unknown(k: str, valid: set, m: str = m) -> str:
-            return (
-                f"methods.{m}.{k} is not a key of method {m!r}{suggest(k, valid)}; its keys: {sorted(valid)}"
-            )
-
-        check_node(node, f"methods.{m}", options, unknown)
+        elif not isinstance(node, DictConfig) or "_target_" not in node:
+            target = get_method(m).target
+            fail(f"methods.{m}", node, f"needs _target_ (the method's function or class, e.g. "
+                 f"{{_target_: {target.__module__}.{target.__qualname__}, _partial_: true}})")  # fmt: skip
 
 
 def check_typed(cfg: DictConfig) -> None:

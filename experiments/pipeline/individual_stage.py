@@ -23,6 +23,7 @@ from experiments.methods.registry import MethodContext, get_method
 from experiments.pipeline import run_files
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
+from experiments.pipeline.objects import build
 from experiments.pipeline.plan import target_tasks, validation_tasks
 from experiments.pipeline.run_files import VALIDATION
 from learngene_core.artifact import Learngene, load_learngene
@@ -102,14 +103,16 @@ def run_individual(ctx: RunContext) -> dict:
     cache = ComputationCache(raw, shared)
     learngenes = load_learngenes(ctx)
     settings = shared_settings(ctx)
+    planners = {
+        name: build(node, f"methods.{name}") for name, node in cfg.methods.items()
+    }  # each from _target_
     plan = []
     for shots in cfg.individual.shots:
         for seed, learngene in learngenes.items():
-            for name in cfg.methods:
+            for name, planner in planners.items():
                 method = get_method(name)
-                node = cfg.methods[name]
-                m = MethodContext(ctx, node, seed, learngene, int(shots), method.config_identity(node))
-                for job in method.plan(m):
+                m = MethodContext(ctx, seed, learngene, int(shots), method.config_identity(cfg.methods[name]))
+                for job in planner(m):
                     identity = m.job_identity(job.identity)
                     plan.append((name, int(shots), seed, job, identity, None))
                     if method.validation and cfg.individual.validation.n_tasks > 0:
