@@ -101,3 +101,37 @@ def test_the_shipped_configs_fit_the_schema_stored_in_the_config_store(overrides
     assert OmegaConf.get_type(merged.collective, "mode").__name__ == "Mode"
     with pytest.raises(Exception, match="epochz"):
         OmegaConf.merge(schema, compose([*overrides, "+collective.epochz=3"], tmp_path))
+
+
+def test_the_augmentation_is_built_from_its_target_and_its_values_checked(tmp_path):
+    """``data.augment`` is a partial BatchAugment: a bad type is refused by its signature before any work, a
+    negative padding by BatchAugment itself when the run context builds it (still before any training)."""
+    from experiments.pipeline.context import RunContext
+    from learngene_core.data.augmentation import BatchAugment
+
+    with pytest.raises(ConfigError, match=r"^data.augment.flip='maybe': must be true or false$"):
+        check_config(compose(["data.augment.flip=maybe"], tmp_path))
+    augment = RunContext(compose([], tmp_path), tmp_path).augment
+    assert isinstance(augment, BatchAugment) and augment.crop_padding == 2 and not augment.flip
+    bad = compose(["data.augment.crop_padding=-1"], tmp_path)
+    with pytest.raises(ConfigError, match=r"data.augment cannot be built: .*crop_padding"):
+        RunContext(bad, tmp_path).augment  # noqa: B018
+
+
+def test_builder_nodes_leave_stage_one_fingerprints_as_earlier_runs_recorded_them(tmp_path):
+    """``data.augment`` and ``collective.ewc.penalty`` gained a ``_target_``; a collective run recorded before
+    still resumes: while they build the default classes, the fingerprint holds only the values they are built
+    from (the quickstart's digest of commit d0764ef, ebe239c70221ace0, is reproduced exactly)."""
+    from experiments.pipeline.collective.setup import fingerprint
+
+    fp = fingerprint(compose([], tmp_path), 0)
+    assert fp["config"]["data"]["augment"] == {"crop_padding": 2, "flip": False}
+    assert "penalty" not in fp["config"]["collective"]["ewc"]
+    assert fp["digest"] == "ebe239c70221ace0"
+    other = fingerprint(compose(["collective.ewc.penalty._target_=test_config_schema.OtherEWC"], tmp_path), 0)
+    assert other["digest"] != fp["digest"]
+
+
+class OtherEWC:
+    def __init__(self, lam: float, gamma: float) -> None:
+        self.lam, self.gamma = lam, gamma

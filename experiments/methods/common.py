@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from hydra.utils import instantiate
 
-from datamodules.target_tasks import TargetTasksDataModule
 from experiments.pipeline.context import RunContext
+from experiments.pipeline.objects import build
 from learngene_core.backbones.base import BlockNet
 from learngene_core.data.loaders import predict
 from learngene_core.data.target_tasks import TargetTask
@@ -87,8 +87,9 @@ def train_nets(
         inherited_lr=icfg.inherited_lr, freeze_inherited=icfg.freeze_inherited,
         name=f"{name} tasks {[t.key for t in tasks][:3]}", compile=ctx.cfg.compute.compile,
     )  # fmt: skip
-    dm = TargetTasksDataModule(ctx.image_set, tasks, icfg.batch_size, ctx.augment, [data_seed(t) for t in tasks],
-                               ctx.cfg.data.on_device, icfg.batching)  # fmt: skip
+    dm = build(icfg.datamodule, "individual.datamodule")(
+        image_set=ctx.image_set, tasks=tasks, augment=ctx.augment, seeds=[data_seed(t) for t in tasks]
+    )
     label = f"{ctx.progress_label or name} ({len(tasks)} task{'s' if len(tasks) > 1 else ''})"
     shots = sum(len(t.train_idx) for t in tasks)
     trainer = ctx.make_trainer(

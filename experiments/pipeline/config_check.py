@@ -327,3 +327,4 @@ def check_against_data(ctx) -> None:
         )
     check_data_limits(cfg, image_set)
     ctx.normalisation  # noqa: B018 -- data.mean / data.std against the channels
+    ctx.augment  # noqa: B018 -- data.augment builds (crop_padding >= 0)

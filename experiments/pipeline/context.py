@@ -72,15 +72,15 @@ class RunContext:
 
     @cached_property
     def augment(self) -> BatchAugment:
-        d = self.cfg.data
+        """``data.augment`` (a partial BatchAugment) completed with the run's normalisation and memory layout."""
         mean, std = self.normalisation
-        return BatchAugment(
-            mean=mean,
-            std=std,
-            crop_padding=int(d.augment.crop_padding),
-            flip=bool(d.augment.flip),
-            channels_last=bool(self.cfg.compute.channels_last),
-        )
+        channels_last = bool(self.cfg.compute.channels_last)
+        try:
+            return build(self.cfg.data.augment, "data.augment")(
+                mean=mean, std=std, channels_last=channels_last
+            )
+        except ValueError as err:  # the augmentation's own checks (a negative padding)
+            raise ConfigError(f"data.augment cannot be built: {err}") from None
 
     @cached_property
     def device(self) -> torch.device:

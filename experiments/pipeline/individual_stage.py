@@ -43,6 +43,7 @@ def shared_settings(ctx: RunContext) -> dict:
     icfg = OmegaConf.to_container(cfg.individual, resolve=True)
     for key in NOT_RESULT_KEYS:
         icfg.pop(key, None)
+    icfg.get("datamodule", {}).pop("on_device", None)  # where the images live, not what is computed
     data = OmegaConf.to_container(cfg.data, resolve=True)
     data.pop("on_device", None)
     return {"individual": icfg, "data": data, "width_mult": cfg.model.width_mult,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from omegaconf import OmegaConf
 
 from experiments.pipeline import run_files
 from experiments.pipeline.context import RunContext, is_wandb
+from experiments.pipeline.objects import build
 from learngene_core.artifact import extract_learngene, save_learngene
 from learngene_core.criterion.records import read_rows, task_matrix
 from learngene_core.criterion.registry import STATISTICS, load_builtin
-from learngene_core.criterion.selection import SelectionResult, select_window
+from learngene_core.criterion.selection import SelectionResult
 from learngene_core.errors import CheckpointError
 from learngene_core.utils import dist
 from learngene_core.utils.io import atomic_write_json
@@ -66,10 +68,6 @@ def recorded_statistics(rows: list[dict]) -> list[str]:
     return [n for n in STATISTICS if n in found] + [n for n in found if n not in STATISTICS]
 
 
-def select(S: np.ndarray, block_names: list[str], cr, k: int) -> SelectionResult:
-    return select_window(S, block_names, k, cr.warmup_tasks, cr.task_weighting, cr.stability)
-
-
 def run_learngene(ctx: RunContext) -> None:
     for seed in ctx.collective_seeds:
         run_learngene_seed(ctx, seed)
@@ -93,11 +91,14 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
             f"criterion.statistic={cr.statistic!r} was not recorded in {csv_path}; recorded: {names}"
         )
     k = int(cr.k)
+    select: Callable[..., SelectionResult] = build(
+        cr.rule, "criterion.rule"
+    )  # (stats, block names) -> window
     by_stat = {}
     for name in names:
         S, tasks = statistic_matrix(rows, name, net.block_names, cr)
         if len(tasks) and np.isfinite(S).all():
-            by_stat[name] = (S, tasks, select(S, net.block_names, cr, k))
+            by_stat[name] = (S, tasks, select(S, net.block_names))
     if cr.statistic not in by_stat:
         raise CheckpointError(
             f"{csv_path}: statistic {cr.statistic!r} has no complete, finite task to select from"

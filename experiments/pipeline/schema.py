@@ -111,6 +111,7 @@ class EWC:
     gamma: Annotated[float, Range(gt=0, le=1)]
     fisher: Fisher
     fisher_samples: Positive
+    penalty: Any  # the EWC object (a _target_ node built from lam and gamma)
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Criterion:
     task_weighting: Weighting
     epoch_aggregate: Aggregate
     stability: NonNegative
+    rule: Any  # the selection rule (a _target_ node built from the keys above)
     after_task: Count | None
     window: Count | None
     probe_images: Count
@@ -177,6 +179,7 @@ class Individual:
     weight_decay: NonNegative
     optimizer: Any
     module: Any
+    datamodule: Any
     hidden: Annotated[list[int], Range(ge=1, min_len=0)]
     base_width: Positive
     pool_to: Positive
@@ -204,12 +207,6 @@ class Model:
 
 
 @dataclass
-class Augment:
-    crop_padding: Annotated[int, Range(ge=0, le=64)]
-    flip: bool
-
-
-@dataclass
 class Data:
     """The keys every source shares; a source's own keys (its parameters, or keys its node interpolates) are
     allowed besides these."""
@@ -220,7 +217,7 @@ class Data:
     split_file: str | None
     mean: Any  # 'auto' or one number per channel (a cross-key check)
     std: Any
-    augment: Augment
+    augment: Any  # a partial BatchAugment (its _target_'s signature)
     on_device: bool
     path: str | None
     root: str | None

@@ -44,6 +44,7 @@ from experiments.pipeline.collective.setup import (
 )
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
+from experiments.pipeline.objects import build
 from experiments.pipeline.plan import make_stream
 from learngene_core.backbones.base import BlockNet
 from learngene_core.criterion.records import truncate_rows
@@ -158,7 +159,7 @@ def resume_or_start(ctx: RunContext, seed: int) -> SeedRun:
     fixed_arch = joint and not c.joint_growth
     csv_path = out / "gradient_stats.csv"
     manifest = run_files.read_manifest(out / "manifest.json")
-    ewc = EWC(c.ewc.lam, c.ewc.gamma) if c.ewc.enabled else None
+    ewc = build(c.ewc.penalty, "collective.ewc.penalty") if c.ewc.enabled else None
     if manifest is not None:
         _check_fingerprint(out, manifest, fp)
     else:

@@ -19,6 +19,8 @@ from learngene_core.data.task_stream import StreamTask
 from learngene_core.utils.seeding import derive_seed
 from lightning_modules.lr_schedules import resolved_node
 
+# builder nodes added after runs had recorded their fingerprints: left out while they build the default class
+DEFAULT_AUGMENT, DEFAULT_EWC = "learngene_core.data.augmentation.BatchAugment", "learngene_core.ewc.EWC"
 # keys of the collective node that do not change stage 1's results (a resumed run may differ in them)
 NOT_RESULT_KEYS = ("keep_checkpoints", "eval_batch_size", "seeds")
 
@@ -37,6 +39,11 @@ def fingerprint(cfg, seed: int) -> dict:
     if keep["collective"].get("mode") != "joint":
         keep["collective"].pop("joint_growth", None)
     keep["data"].pop("on_device", None)
+    if (keep["collective"].get("ewc") or {}).get("penalty", {}).get("_target_") == DEFAULT_EWC:
+        keep["collective"]["ewc"].pop("penalty")  # built from lam and gamma, which the fingerprint holds
+    augment = keep["data"].get("augment") or {}
+    if augment.get("_target_") == DEFAULT_AUGMENT:  # as runs recorded it before augmentation had a _target_
+        keep["data"]["augment"] = {k: v for k, v in augment.items() if not k.startswith("_")}
     keep["seed"] = seed
     keep["criterion"] = {k: cfg.criterion[k] for k in ("tau", "probe_images", "fisher_samples")}
     keep["trainer"] = run_files.trainer_numerics(cfg)
