@@ -135,3 +135,15 @@ def test_builder_nodes_leave_stage_one_fingerprints_as_earlier_runs_recorded_the
 class OtherEWC:
     def __init__(self, lam: float, gamma: float) -> None:
         self.lam, self.gamma = lam, gamma
+
+
+def test_stage_three_methods_receive_values_not_the_run_config():
+    """Below the individual stage, methods and their helpers read ``ctx.individual`` (typed settings, read from
+    the config in one place: experiments/methods/settings.py), never the run's config node."""
+    import re
+
+    from conftest import ROOT
+
+    for path in sorted((ROOT / "experiments" / "methods").glob("*.py")):
+        if path.name != "settings.py":
+            assert not re.search(r"\b(ctx|run|m)\.(run\.)?cfg\b", path.read_text()), path

@@ -154,7 +154,9 @@ def test_learngene_and_scratch_of_one_task_start_from_the_same_random_layers(mon
         return []
 
     monkeypatch.setattr(inherit, "train_and_evaluate", capture)
-    ctx = SimpleNamespace(cfg=cfg)
+    from experiments.methods.settings import IndividualSettings
+
+    ctx = SimpleNamespace(individual=IndividualSettings.from_config(cfg))
     inherit.run_inherit(ctx, learngene, [task], True, "learngene")
     inherit.run_inherit(ctx, learngene, [task], False, "scratch")
     lg, sc = built[True], built[False]

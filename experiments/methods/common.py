@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from hydra.utils import instantiate
 
 from experiments.pipeline.context import RunContext
-from experiments.pipeline.objects import build
 from learngene_core.backbones.base import BlockNet
 from learngene_core.data.loaders import predict
 from learngene_core.data.target_tasks import TargetTask
@@ -70,10 +68,10 @@ def train_nets(
     name: str = "individual",
 ) -> tuple[list[BlockNet], float]:
     """Train ``nets`` (one per task) on their tasks' shots at once; returns the trained nets and wall time."""
-    icfg = ctx.cfg.individual
+    s = ctx.individual
     device = ctx.device
     stacked = stack_nets(nets).to(device)
-    if ctx.cfg.compute.channels_last:
+    if s.channels_last:
         stacked = stacked.to(memory_format=torch.channels_last)
     if stacked.spec.dropout:
         stacked.set_dropout_generators(
@@ -82,18 +80,17 @@ def train_nets(
                 for t in tasks
             ]
         )
-    module = instantiate(icfg.module)(
-        net=stacked, optimizer=instantiate(icfg.optimizer), inherited_blocks=inherited_blocks,
-        inherited_lr=icfg.inherited_lr, freeze_inherited=icfg.freeze_inherited,
-        name=f"{name} tasks {[t.key for t in tasks][:3]}", compile=ctx.cfg.compute.compile,
+    module = s.module(
+        net=stacked, optimizer=s.optimizer, inherited_blocks=inherited_blocks, inherited_lr=s.inherited_lr,
+        freeze_inherited=s.freeze_inherited, name=f"{name} tasks {[t.key for t in tasks][:3]}", compile=s.compile,
     )  # fmt: skip
-    dm = build(icfg.datamodule, "individual.datamodule")(
+    dm = s.datamodule(
         image_set=ctx.image_set, tasks=tasks, augment=ctx.augment, seeds=[data_seed(t) for t in tasks]
     )
     label = f"{ctx.progress_label or name} ({len(tasks)} task{'s' if len(tasks) > 1 else ''})"
     shots = sum(len(t.train_idx) for t in tasks)
     trainer = ctx.make_trainer(
-        icfg.epochs, logger=False, single_device=True, label=label, samples_per_epoch=shots
+        s.epochs, logger=False, single_device=True, label=label, samples_per_epoch=shots
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
@@ -121,9 +118,8 @@ def train_and_evaluate(
     name: str = "individual",
 ) -> list[TaskResult]:
     """``build(task) -> BlockNet``: a fresh network per task (never carried over from another task)."""
-    icfg = ctx.cfg.individual
     results = []
-    for group in groups(my_share(tasks), icfg.task_batch, icfg.batched):
+    for group in groups(my_share(tasks), ctx.individual.task_batch, ctx.individual.batched):
         nets = [build(t) for t in group]
         trained, elapsed = train_nets(ctx, nets, group, inherited_blocks, name)
         for t, net in zip(group, trained):

@@ -35,7 +35,6 @@ from learngene_core.descendants import (
 )
 from learngene_core.descendants import directions as shape_directions
 from learngene_core.errors import ConfigError
-from learngene_core.growth import scale_width
 from learngene_core.individual import build_individual, inherited_parameters
 
 KEY = "methods.descendants"
@@ -69,13 +68,10 @@ def combinations(learngene: Learngene, shape: Shape, strategies, base_width: int
 
 
 def descendant_for(ctx, learngene: Learngene, shape: Shape, strategies) -> tuple[Learngene, NetSpec, int]:
-    icfg, mult = ctx.cfg.individual, ctx.cfg.model.width_mult
-    base = scale_width(icfg.base_width, mult)
-    adapted = adapt(learngene, shape, strategies, base) if strategies else learngene
-    spec, n_lower = descendant_spec(
-        adapted, shape, icfg.ways, hidden=[scale_width(h, mult) for h in icfg.hidden], base_width=base,
-        lower_pools=icfg.lower_pools, pool_to=icfg.pool_to, input_size=ctx.cfg.data.image_size,
-    )  # fmt: skip
+    s = ctx.individual
+    adapted = adapt(learngene, shape, strategies, s.base_width) if strategies else learngene
+    spec, n_lower = descendant_spec(adapted, shape, s.ways, list(s.hidden), s.base_width, s.lower_pools, s.pool_to,
+                                    s.input_size)  # fmt: skip
     return adapted, spec, n_lower
 
 
@@ -109,7 +105,7 @@ def descendants(
     strategies: Annotated[Any, check_strategies_config],  # name -> {_target_: <a registered adaptation>, ...}
 ) -> list[Job]:
     strategies = strategies_of(strategies)
-    base = scale_width(m.run.cfg.individual.base_width, m.run.cfg.model.width_mult)
+    base = m.run.individual.base_width
     jobs = []
     for i, node in enumerate(shapes):
         key = f"{KEY}.shapes[{i}]"

@@ -17,7 +17,7 @@ from learngene_core.data.target_tasks import TargetTask
 def run_finetune(
     ctx: RunContext, collective: BlockNet, tasks: list[TargetTask]
 ) -> tuple[list[TaskResult], dict]:
-    ways = ctx.cfg.individual.ways
+    ways = ctx.individual.ways
     base = copy.deepcopy(collective).cpu()
 
     def build(task: TargetTask) -> BlockNet:

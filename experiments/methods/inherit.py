@@ -16,16 +16,14 @@ from experiments.methods.common import TaskResult, init_seed, train_and_evaluate
 from experiments.methods.registry import Job, MethodContext, register_method
 from learngene_core.artifact import Learngene, extract_learngene
 from learngene_core.backbones.base import BlockNet, NetSpec
-from learngene_core.growth import scale_width
 from learngene_core.individual import build_individual, individual_spec, inherited_parameters
 
 
 def spec_for(ctx, learngene: Learngene) -> tuple[NetSpec, int]:
-    icfg, mult = ctx.cfg.individual, ctx.cfg.model.width_mult
+    s = ctx.individual
     return individual_spec(
-        learngene, icfg.ways, hidden=[scale_width(h, mult) for h in icfg.hidden], base_width=scale_width(icfg.base_width, mult),
-        lower_pools=icfg.lower_pools, pool_to=icfg.pool_to, input_size=ctx.cfg.data.image_size,
-    )  # fmt: skip
+        learngene, s.ways, list(s.hidden), s.base_width, s.lower_pools, s.pool_to, s.input_size
+    )
 
 
 def run_inherit(ctx, learngene: Learngene, tasks, inherit: bool, name: str) -> tuple[list[TaskResult], dict]:

@@ -16,8 +16,8 @@ from experiments.pipeline.schema import Positive, Rate
 
 def run_maml(m: MethodContext, c: Maml, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
     ctx = m.run
-    ways = ctx.cfg.individual.ways
-    net = seeded_net(spec, ctx.cfg.seed, "maml")
+    ways = ctx.individual.ways
+    net = seeded_net(spec, ctx.individual.seed, "maml")
     module = c.module(net=net, optimizer=c.optimizer, inner_lr=c.inner_lr, inner_steps=c.inner_steps,
                       first_order=c.first_order)  # fmt: skip
     dm = episodes_datamodule(ctx, "maml", c.iterations * c.meta_batch, ways, c.shots, c.queries, c.meta_batch)
@@ -63,6 +63,6 @@ class Maml:
 
     def __call__(self, m: MethodContext) -> list[Job]:
         spec, _ = spec_for(m.run, m.learngene)
-        identity = {"kind": "maml", "spec": spec.to_dict(), "seed": m.run.cfg.seed,
-                    "ways": m.run.cfg.individual.ways}  # fmt: skip
+        identity = {"kind": "maml", "spec": spec.to_dict(), "seed": m.run.individual.seed,
+                    "ways": m.run.individual.ways}  # fmt: skip
         return [Job(identity=identity, run=lambda tasks: run_maml(m, self, spec, identity, tasks))]

@@ -70,12 +70,12 @@ def cached_state(path) -> dict | None:
 
 def episodes_datamodule(ctx: RunContext, name: str, n: int, ways: int, shots: int, queries: int,
                         meta_batch: int = 1) -> EpisodesDataModule:  # fmt: skip
-    seed = ctx.cfg.seed
+    seed = ctx.individual.seed
     eps = make_episodes(
         ctx.image_set, n, ways, shots, queries, derive_seed(seed, f"{name}-episodes"), group="base"
     )
     return EpisodesDataModule(ctx.image_set, eps, ctx.augment, derive_seed(seed, f"{name}-aug"), meta_batch,
-                              ctx.cfg.data.on_device)  # fmt: skip
+                              ctx.individual.on_device)  # fmt: skip
 
 
 def episode_limits(key: str, ways: int, ways_key: str, shots: int, queries: int, base) -> None:

@@ -19,7 +19,7 @@ from lightning_modules.protonet_module import proto_logits
 
 def run_protonet(m: MethodContext, p: ProtoNet, spec, identity: dict, tasks) -> tuple[list[TaskResult], dict]:
     ctx = m.run
-    net = seeded_net(spec, ctx.cfg.seed, "protonet")
+    net = seeded_net(spec, ctx.individual.seed, "protonet")
     module = p.module(net=net, ways=p.ways, optimizer=p.optimizer)
     dm = episodes_datamodule(ctx, "protonet", p.episodes, p.ways, p.shots, p.queries)
     meta = meta_train(ctx, "protonet", m.job_identity(identity), net, module, dm)
@@ -59,5 +59,5 @@ class ProtoNet:
 
     def __call__(self, m: MethodContext) -> list[Job]:
         spec, _ = spec_for(m.run, m.learngene)
-        identity = {"kind": "protonet", "spec": spec.to_dict(), "seed": m.run.cfg.seed}
+        identity = {"kind": "protonet", "spec": spec.to_dict(), "seed": m.run.individual.seed}
         return [Job(identity=identity, run=lambda tasks: run_protonet(m, self, spec, identity, tasks))]

@@ -71,6 +71,13 @@ class RunContext:
         return values["mean"], values["std"]
 
     @cached_property
+    def individual(self):
+        """Stage 3's settings (experiments/methods/settings.py), read from the config once."""
+        from experiments.methods.settings import IndividualSettings
+
+        return IndividualSettings.from_config(self.cfg)
+
+    @cached_property
     def augment(self) -> BatchAugment:
         """``data.augment`` (a partial BatchAugment) completed with the run's normalisation and memory layout."""
         mean, std = self.normalisation
