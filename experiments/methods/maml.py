@@ -20,7 +20,8 @@ def run_maml(m: MethodContext, c: Maml, spec, identity: dict, tasks) -> tuple[li
     net = seeded_net(spec, ctx.individual.seed, "maml")
     module = c.module(net=net, optimizer=c.optimizer, inner_lr=c.inner_lr, inner_steps=c.inner_steps,
                       first_order=c.first_order)  # fmt: skip
-    dm = episodes_datamodule(ctx, "maml", c.iterations * c.meta_batch, ways, c.shots, c.queries, c.meta_batch)
+    dm = episodes_datamodule(ctx, c.datamodule, "maml", c.iterations * c.meta_batch, ways, c.shots, c.queries,
+                             c.meta_batch)  # fmt: skip
     meta = meta_train(ctx, "maml", m.job_identity(identity), net, module, dm)
     module.net = net.to(ctx.device)
     results = []
@@ -60,6 +61,9 @@ class Maml:
     lr: Rate  # the optimizer's (interpolated there)
     optimizer: Any  # partial optimizer: params -> Optimizer
     module: Any  # partial MamlModule
+    datamodule: (
+        Any  # partial EpisodesDataModule: (image_set, episodes, augment, seed, meta_batch) -> DataModule
+    )
 
     def __call__(self, m: MethodContext) -> list[Job]:
         spec, _ = spec_for(m.run, m.learngene)

@@ -68,14 +68,15 @@ def cached_state(path) -> dict | None:
                       "(they are retrained)")  # fmt: skip
 
 
-def episodes_datamodule(ctx: RunContext, name: str, n: int, ways: int, shots: int, queries: int,
+def episodes_datamodule(ctx: RunContext, datamodule, name: str, n: int, ways: int, shots: int, queries: int,
                         meta_batch: int = 1) -> EpisodesDataModule:  # fmt: skip
+    """``n`` seeded episodes of base classes, batched by ``datamodule`` (the method's partial EpisodesDataModule)."""
     seed = ctx.individual.seed
     eps = make_episodes(
         ctx.image_set, n, ways, shots, queries, derive_seed(seed, f"{name}-episodes"), group="base"
     )
-    return EpisodesDataModule(ctx.image_set, eps, ctx.augment, derive_seed(seed, f"{name}-aug"), meta_batch,
-                              ctx.individual.on_device)  # fmt: skip
+    return datamodule(image_set=ctx.image_set, episodes=eps, augment=ctx.augment,
+                      seed=derive_seed(seed, f"{name}-aug"), meta_batch=meta_batch)  # fmt: skip
 
 
 def episode_limits(key: str, ways: int, ways_key: str, shots: int, queries: int, base) -> None:

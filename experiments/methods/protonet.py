@@ -21,7 +21,7 @@ def run_protonet(m: MethodContext, p: ProtoNet, spec, identity: dict, tasks) -> 
     ctx = m.run
     net = seeded_net(spec, ctx.individual.seed, "protonet")
     module = p.module(net=net, ways=p.ways, optimizer=p.optimizer)
-    dm = episodes_datamodule(ctx, "protonet", p.episodes, p.ways, p.shots, p.queries)
+    dm = episodes_datamodule(ctx, p.datamodule, "protonet", p.episodes, p.ways, p.shots, p.queries)
     meta = meta_train(ctx, "protonet", m.job_identity(identity), net, module, dm)
     net = net.to(ctx.device).eval()
     results = []
@@ -56,6 +56,9 @@ class ProtoNet:
     lr: Rate  # the optimizer's (interpolated there)
     optimizer: Any  # partial optimizer: params -> Optimizer
     module: Any  # partial ProtoNetModule: (net, ways, optimizer) -> LightningModule
+    datamodule: (
+        Any  # partial EpisodesDataModule: (image_set, episodes, augment, seed, meta_batch) -> DataModule
+    )
 
     def __call__(self, m: MethodContext) -> list[Job]:
         spec, _ = spec_for(m.run, m.learngene)
