@@ -1,5 +1,5 @@
 """The typed schema (experiments/pipeline/schema.py) and the one walker that checks the suite's nodes, every
-``_target_``'s parameters and every method's registered options the same way, extensions included."""
+``_target_``'s parameters (the stage-3 methods' options included) the same way, extensions included."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_a_data_source_s_own_keys_are_accepted_resolved_or_not_and_typed(resolve
         cfg = compose(own, tmp_path, resolve=False)
     check_config(cfg)
     with pytest.raises(ConfigError, match=r"^data.source.fraction='half': must be a number$"):
-        check_config(compose([*own[:2], "+data.source.fraction=half"], tmp_path))
+        check_config(compose([own[0], "+data.fraction=half", own[2]], tmp_path))
     with pytest.raises(
         ConfigError, match=r"^data.fractoin is not a key the suite reads.*did you mean 'fraction'"
     ):
@@ -104,18 +104,46 @@ def test_the_shipped_configs_fit_the_schema_stored_in_the_config_store(overrides
 
 
 def test_the_augmentation_is_built_from_its_target_and_its_values_checked(tmp_path):
-    """``data.augment`` is a partial BatchAugment: a bad type is refused by its signature before any work, a
-    negative padding by BatchAugment itself when the run context builds it (still before any training)."""
+    """``data.augment`` is a partial BatchAugment: its type and bounds come from BatchAugment's own signature
+    (``Annotated[int, Range(ge=0, le=64)]``), and what the suite passes when it builds it cannot be set."""
     from experiments.pipeline.context import RunContext
     from learngene_core.data.augmentation import BatchAugment
 
-    with pytest.raises(ConfigError, match=r"^data.augment.flip='maybe': must be true or false$"):
-        check_config(compose(["data.augment.flip=maybe"], tmp_path))
     augment = RunContext(compose([], tmp_path), tmp_path).augment
     assert isinstance(augment, BatchAugment) and augment.crop_padding == 2 and not augment.flip
-    bad = compose(["data.augment.crop_padding=-1"], tmp_path)
-    with pytest.raises(ConfigError, match=r"data.augment cannot be built: .*crop_padding"):
-        RunContext(bad, tmp_path).augment  # noqa: B018
+    with pytest.raises(ConfigError) as err:
+        check_config(compose(["data.augment.flip=maybe", "data.augment.crop_padding=100", "+data.augment.std=[1]"],
+                             tmp_path))  # fmt: skip
+    assert set(str(err.value).splitlines()[1:]) == {
+        "  data.augment.flip='maybe': must be true or false",
+        "  data.augment.crop_padding=100: must be an integer >= 0 and <= 64",
+        "  data.augment.std is passed by the suite when it builds data.augment (it would be overwritten); remove it",
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.num_nodes=0"], r"^trainer.num_nodes=0: must be an integer >= 1$"),
+        (["+individual.datamodule.tasks=[]"], r"^individual.datamodule.tasks is passed by the suite"),
+        (["+criterion.rule.k=9"], r"^criterion.rule.k is passed by the suite"),
+        (["+data.channels=1"], r"^data.channels is not a key the suite reads"),  # the source does not read it
+        (
+            ["data=imagefolder"],
+            r"^data.path is required but not set; pass data.path=VALUE on the command line$",
+        ),
+        (
+            ["collective.ewc.penalty.lam=5"],
+            None,
+        ),  # valid: a penalty other than the flat keys (see fingerprint)
+    ],
+)
+def test_values_the_suite_would_overwrite_or_ignore_are_refused(overrides, message, tmp_path):
+    if message is None:
+        check_config(compose(overrides, tmp_path))
+        return
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose(overrides, tmp_path))
 
 
 def test_builder_nodes_leave_stage_one_fingerprints_as_earlier_runs_recorded_them(tmp_path):
@@ -129,7 +157,10 @@ def test_builder_nodes_leave_stage_one_fingerprints_as_earlier_runs_recorded_the
     assert "penalty" not in fp["config"]["collective"]["ewc"]
     assert fp["digest"] == "ebe239c70221ace0"
     other = fingerprint(compose(["collective.ewc.penalty._target_=test_config_schema.OtherEWC"], tmp_path), 0)
-    assert other["digest"] != fp["digest"]
+    stronger = fingerprint(compose(["collective.ewc.penalty.lam=5"], tmp_path), 0)
+    assert (
+        len({fp["digest"], other["digest"], stronger["digest"]}) == 3
+    )  # another class or strength: not resumed
 
 
 class OtherEWC:

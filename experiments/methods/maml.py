@@ -44,6 +44,9 @@ def run_maml(m: MethodContext, c: Maml, spec, identity: dict, tasks) -> tuple[li
 @register_method(
     "maml",
     "MAML (meta-trained on base classes)",
+    identity_excludes=(
+        "datamodule",
+    ),  # it batches the episodes, which the identity holds (seed, shots, ways)
     data_limits=lambda key, p, cfg, base: episode_limits(  # MAML meta-trains individual.ways-way episodes
         key, cfg.individual.ways, "individual.ways", p.shots, p.queries, base
     ),

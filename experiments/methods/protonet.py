@@ -43,6 +43,9 @@ def run_protonet(m: MethodContext, p: ProtoNet, spec, identity: dict, tasks) -> 
 @register_method(
     "protonet",
     "ProtoNet (meta-trained on base classes)",
+    identity_excludes=(
+        "datamodule",
+    ),  # it batches the episodes, which the identity holds (seed, shots, ways)
     data_limits=lambda key, p, cfg, base: episode_limits(
         key, p.ways, f"{key}.ways", p.shots, p.queries, base
     ),

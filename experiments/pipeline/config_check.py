@@ -8,12 +8,13 @@ Each problem is reported as one line naming the key, the bad value and what is v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.pipeline import STAGES, run_files
 from experiments.pipeline.config_schema import all_problems, check_typed, check_value, fail, get, problem
+from learngene_core.bounds import Range
 from learngene_core.errors import ConfigError
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -124,11 +125,12 @@ def check_config(cfg: DictConfig) -> None:
         check_typed(cfg)
         stages = check_stages(cfg)
         if not get(cfg, "methods") and "individual" in stages:
-            fail("methods", [], "the individual stage needs at least one registered method")
+            from experiments.methods.registry import method_names
+
+            fail("methods", [], f"the individual stage needs at least one of {method_names()}")
         from learngene_core.criterion.registry import statistic_names
 
         check_value("criterion.statistic", get(cfg, "criterion.statistic"), Literal[tuple(statistic_names())])
-        check_model(cfg)
         check_lr_schedule(cfg)
         _check_modes(cfg)
         _check_compute(cfg, stages)
@@ -143,6 +145,7 @@ def check_config(cfg: DictConfig) -> None:
         mean, std = get(cfg, "data.mean"), get(cfg, "data.std")
         if mean != "auto" and std != "auto" and len(mean) != len(std):
             fail("data.std", list(std), f"needs one value per channel, like data.mean {list(mean)}")
+        check_model(cfg)  # last: it builds the backbone, which a bad value found above may stop
 
 
 def _check_modes(cfg: DictConfig) -> None:
@@ -190,6 +193,7 @@ def _check_compute(cfg: DictConfig, stages: list[str]) -> None:
             callbacks,
             "the learngene stage reads the criterion statistics: keep callbacks.criterion_stats",
         )
+    check_value("trainer.num_nodes", get(cfg, "trainer.num_nodes"), Annotated[int, Range(ge=1)])
     world = int(get(cfg, "trainer.num_nodes")) * _devices(get(cfg, "trainer.devices"))
     b = get(cfg, "collective.batch_size")
     if world > 1 and b % world:

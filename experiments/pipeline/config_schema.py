@@ -1,7 +1,7 @@
 """Check a composed config against its types: the schema's dataclasses (experiments/pipeline/schema.py) for the
-plain nodes, each ``_target_``'s own signature for the nodes built from it, each method's registered options.
+plain nodes, each ``_target_``'s own signature for the nodes built from it (the stage-3 methods included).
 
-One walker for all three, so an extension's keys and values are checked exactly like the suite's own:
+One walker for both, so an extension's keys and values are checked exactly like the suite's own:
 
 - an unknown key is refused with the closest valid one (``+collective.epochz=3``, ``+trainer.gradient_clip_vall``,
   ``methods.prototype.metrik``);
@@ -29,7 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from experiments.pipeline.schema import Range, Run
+from experiments.pipeline.schema import Range, Run, Supplied
 from learngene_core.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -76,14 +76,18 @@ def all_problems() -> Iterator[None]:
         )
 
 
-def get(cfg: DictConfig, key: str) -> Any:
-    """``cfg``'s value at ``key``, resolved; a missing mandatory value or a broken interpolation is a ConfigError."""
+def get(cfg: DictConfig, key: str, label: str | None = None) -> Any:
+    """``cfg``'s value at ``key``, resolved; a missing mandatory value or a broken interpolation is a ConfigError
+    naming ``label`` (default: ``key``)."""
+    label = label or key
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True)
     except MissingMandatoryValue:
-        raise ConfigError(f"{key} is required but not set; pass {key}=VALUE on the command line") from None
+        raise ConfigError(
+            f"{label} is required but not set; pass {label}=VALUE on the command line"
+        ) from None
     except Exception as err:  # interpolation errors
-        raise ConfigError(f"{key} cannot be resolved: {err}") from None
+        raise ConfigError(f"{label} cannot be resolved: {str(err).splitlines()[0]}") from None
 
 
 def suggest(name: str, options) -> str:
@@ -186,9 +190,12 @@ def hints_of(obj: Any) -> dict[str, Any]:
 
 
 def check_node(node: DictConfig, key: str, schema: type, unknown: Callable[[str, set], str],
-               allowed: dict[str, set[str]] | None = None) -> None:  # fmt: skip
+               allowed: dict[str, set[str]] | None = None, supplied: dict[str, tuple] | None = None,
+               target: bool = False) -> None:  # fmt: skip
     """Every key of ``node`` one of ``schema``'s fields (or of ``allowed[key]``), every value valid for its field;
-    nested dataclass fields are checked the same way."""
+    nested dataclass fields are checked the same way. ``supplied`` collects the call-time arguments of builder
+    fields (``Annotated[Any, Supplied(...)]``). In a ``_target_`` node (``target``), a value that does not resolve
+    is left to the key it interpolates (reported there, not twice)."""
     hints = hints_of(schema)
     names = set(hints) | (allowed or {}).get(key, set())
     for k in node:
@@ -199,12 +206,17 @@ def check_node(node: DictConfig, key: str, schema: type, unknown: Callable[[str,
             continue
         full = f"{key}.{name}" if key else name
         try:
-            value = get(node, name)
+            value = get(node, name, label=full)
         except ConfigError as err:
-            problem(full, str(err).replace(f"{name} ", f"{full} ", 1))
+            if not target:
+                problem(full, str(err))
             continue
+        meta = typing.get_args(hint)[1:] if typing.get_origin(hint) is typing.Annotated else ()
+        for m in meta:
+            if isinstance(m, Supplied) and supplied is not None:
+                supplied[full] = m.names
         if dataclasses.is_dataclass(hint) and isinstance(value, DictConfig):
-            check_node(value, full, hint, _plain_unknown(full), allowed)
+            check_node(value, full, hint, _plain_unknown(full), allowed, supplied)
         else:
             check_value(full, value, hint)
 
@@ -229,9 +241,9 @@ def locate(path: str, key: str):
         ) from None
 
 
-def check_target_node(node: DictConfig, key: str) -> None:
-    """A ``_target_`` node: the target imports, every key is one of its parameters (unless it takes ``**kwargs``)
-    and every value fits the parameter's annotation."""
+def check_target_node(node: DictConfig, key: str, supplied: tuple = ()) -> None:
+    """A ``_target_`` node: the target imports, every key is one of its parameters (unless it takes ``**kwargs``),
+    none of the ``supplied`` ones (its caller passes them), and every value fits the parameter's annotation."""
     target = str(node.get("_target_"))
     try:
         obj = locate(target, key)
@@ -252,20 +264,27 @@ def check_target_node(node: DictConfig, key: str) -> None:
         names.discard(first.name)  # supplied at call time (a method's context, an optimizer's parameters)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         names |= {str(k) for k in node}
+    names -= set(supplied)
     hints = {n: h for n, h in hints_of(obj).items() if n in names}
     schema = dataclasses.make_dataclass("Signature", [(n, hints.get(n, Any)) for n in sorted(names)])
 
     def unknown(k: str, valid: set) -> str:
+        if k in supplied:
+            return (
+                f"{key}.{k} is passed by the suite when it builds {key} (it would be overwritten); remove it"
+            )
         return f"{key}.{k} is not a parameter of {target}{suggest(k, valid)}; valid: {sorted(valid)}"
 
-    check_node(node, key, schema, unknown)
+    check_node(node, key, schema, unknown, target=True)
 
 
-def check_targets(node: Any, key: str = "") -> None:
-    """Every ``_target_`` node under ``node`` (see :func:`check_target_node`)."""
+def check_targets(node: Any, key: str = "", supplied: dict[str, tuple] | None = None) -> None:
+    """Every ``_target_`` node under ``node`` (see :func:`check_target_node`); ``supplied``: key -> the arguments
+    its caller passes."""
+    supplied = supplied or {}
     if isinstance(node, DictConfig):
         if "_target_" in node:
-            check_target_node(node, key)
+            check_target_node(node, key, supplied.get(key, ()))
         for k in node:
             if k == "hydra" or OmegaConf.is_missing(node, k):
                 continue
@@ -273,24 +292,26 @@ def check_targets(node: Any, key: str = "") -> None:
                 child = node[k]
             except Exception:  # unresolvable interpolation: reported by the value checks
                 continue
-            check_targets(child, f"{key}.{k}" if key else str(k))
+            check_targets(child, f"{key}.{k}" if key else str(k), supplied)
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
             if isinstance(item, DictConfig | ListConfig):
-                check_targets(item, f"{key}[{i}]")
+                check_targets(item, f"{key}[{i}]", supplied)
 
 
 def data_keys(cfg: DictConfig) -> set[str]:
-    """A data source's own keys: its parameters, and the ``data.<key>`` its node interpolates (resolved or not)."""
-    source = OmegaConf.select(cfg, "data.source")
+    """A data source's own keys: the ``data.<key>`` its node interpolates, or (in a resolved config, where the
+    interpolation is gone) a parameter of the source that its node sets to the same value."""
+    source, data = OmegaConf.select(cfg, "data.source"), OmegaConf.select(cfg, "data")
     if not isinstance(source, DictConfig):
         return set()
     keys: set[str] = set()
-    with contextlib.suppress(Exception):
-        keys |= set(inspect.signature(locate(str(source.get("_target_")), "data.source")).parameters)
     for raw in OmegaConf.to_container(source, resolve=False).values():
         if isinstance(raw, str):
             keys |= {part.split("}")[0].split(".")[0] for part in raw.split("${data.")[1:]}
+    with contextlib.suppress(Exception):
+        params = inspect.signature(locate(str(source.get("_target_")), "data.source")).parameters
+        keys |= {k for k in params if k in source and k in data and source[k] == data[k]}
     return keys
 
 
@@ -313,8 +334,9 @@ def check_methods(cfg: DictConfig) -> None:
 
 
 def check_typed(cfg: DictConfig) -> None:
-    """The whole config against the schema, the targets' signatures and the methods' options (problems collected
-    by the caller's :func:`all_problems`)."""
-    check_node(cfg, "", Run, _plain_unknown(""), {"data": data_keys(cfg)})
-    check_targets(cfg)
+    """The whole config against the schema and every ``_target_``'s signature, methods included (problems
+    collected by the caller's :func:`all_problems`)."""
+    supplied: dict[str, tuple] = {}
+    check_node(cfg, "", Run, _plain_unknown(""), {"data": data_keys(cfg)}, supplied)
+    check_targets(cfg, supplied=supplied)
     check_methods(cfg)

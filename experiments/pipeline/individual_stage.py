@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from experiments.methods.registry import MethodContext, get_method
 from experiments.pipeline import run_files
+from experiments.pipeline.collective.setup import DEFAULT_AUGMENT
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
 from experiments.pipeline.objects import build
@@ -36,6 +37,9 @@ log = logging.getLogger("learngene")
 NOT_RESULT_KEYS = ("batched", "task_batch", "cache_dir", "shots", "validation")
 
 
+DEFAULT_DATAMODULE = "datamodules.target_tasks.TargetTasksDataModule"
+
+
 def shared_settings(ctx: RunContext) -> dict:
     """The stage-3 settings every computation depends on: the individual training, the data, the Trainer's
     numerics (precision, clipping, accumulation, determinism) and the speed options that change rounding."""
@@ -43,9 +47,16 @@ def shared_settings(ctx: RunContext) -> dict:
     icfg = OmegaConf.to_container(cfg.individual, resolve=True)
     for key in NOT_RESULT_KEYS:
         icfg.pop(key, None)
-    icfg.get("datamodule", {}).pop("on_device", None)  # where the images live, not what is computed
+    default_dm = {"_target_": DEFAULT_DATAMODULE, "_partial_": True, "batch_size": icfg["batch_size"],
+                  "batching": icfg["batching"]}  # fmt: skip
+    if {k: v for k, v in icfg.get("datamodule", {}).items() if k != "on_device"} == default_dm:
+        icfg.pop(
+            "datamodule"
+        )  # the default, built from the keys above (as computations were keyed before it)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     data.pop("on_device", None)
+    if data.get("augment", {}).get("_target_") == DEFAULT_AUGMENT:
+        data["augment"] = {k: v for k, v in data["augment"].items() if not k.startswith("_")}
     return {"individual": icfg, "data": data, "width_mult": cfg.model.width_mult,
             "trainer": run_files.trainer_numerics(cfg),
             "compute": OmegaConf.to_container(cfg.compute, resolve=True)}  # fmt: skip

@@ -91,14 +91,13 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
             f"criterion.statistic={cr.statistic!r} was not recorded in {csv_path}; recorded: {names}"
         )
     k = int(cr.k)
-    select: Callable[..., SelectionResult] = build(
-        cr.rule, "criterion.rule"
-    )  # (stats, block names) -> window
+    # (stats, block names, k) -> the window
+    select: Callable[..., SelectionResult] = build(cr.rule, "criterion.rule")
     by_stat = {}
     for name in names:
         S, tasks = statistic_matrix(rows, name, net.block_names, cr)
         if len(tasks) and np.isfinite(S).all():
-            by_stat[name] = (S, tasks, select(S, net.block_names))
+            by_stat[name] = (S, tasks, select(S, net.block_names, k=k))
     if cr.statistic not in by_stat:
         raise CheckpointError(
             f"{csv_path}: statistic {cr.statistic!r} has no complete, finite task to select from"
@@ -131,6 +130,7 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
         "mode": manifest.get("mode", "continual"),
         "rule": {key: OmegaConf.to_container(cr, resolve=True)[key] for key in
                  ("k", "warmup_tasks", "task_weighting", "epoch_aggregate", "stability")},
+        "rule_built": {k: v for k, v in OmegaConf.to_container(cr.rule, resolve=True).items() if k != "_partial_"},
         "scores": result.to_dict(),
         "all_statistics": stat_info,
         "block_names": net.block_names,

@@ -4,8 +4,8 @@ Each key is declared once, here, with its type: the core's own choice lists as e
 ``Annotated[int, Range(ge=1)]``, ``Optional`` for keys that may be null, ``Any`` for nodes built from their
 ``_target_`` (those are checked against the target's own signature). The values live in the YAML files; the
 schema says only which keys exist and what a valid value is. :mod:`experiments.pipeline.config_schema` checks a
-composed config against it (every problem in one message, one line each); the stage-3 methods declare their
-options the same way where they are registered (``register_method(..., options=...)``).
+composed config against it (every problem in one message, one line each); a ``_target_`` node (a stage-3
+method, a data source, the Trainer) is checked against its target's signature, typed the same way.
 
 Stored as ``schema/run`` (and one entry per node), so that OmegaConf's own structured merge can check the shipped
 YAML against the same types (tests/test_config.py).
@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 
 from datamodules.sequential_tasks import LABELS
 from experiments.pipeline.plan import JOINT_MODES
+from learngene_core.bounds import Range, Supplied
 from learngene_core.criterion.selection import WEIGHTINGS
 from learngene_core.data.loaders import BATCHINGS
 from learngene_core.data.splits import SPLITS
@@ -26,16 +27,7 @@ from learngene_core.data.target_tasks import PROTOCOLS
 from learngene_core.ewc import FISHER_MODES
 from learngene_core.individual import LOWER_POOLS
 
-
-@dataclass(frozen=True)
-class Range:
-    """Bounds of a number, or of every entry of a list (``min_len``: the list's least length)."""
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    min_len: int | None = None
+__all__ = ["Range", "Supplied"]  # re-exported: extensions declare bounds with them
 
 
 def choices(name: str, values: tuple) -> type[Enum]:
@@ -148,7 +140,9 @@ class Criterion:
     task_weighting: Weighting
     epoch_aggregate: Aggregate
     stability: NonNegative
-    rule: Any  # the selection rule (a _target_ node built from the keys above)
+    rule: Annotated[
+        Any, Supplied("stats", "block_names", "k")
+    ]  # the selection rule, built from the keys above
     after_task: Count | None
     window: Count | None
     probe_images: Count
@@ -179,7 +173,7 @@ class Individual:
     weight_decay: NonNegative
     optimizer: Any
     module: Any
-    datamodule: Any
+    datamodule: Annotated[Any, Supplied("image_set", "tasks", "augment", "seeds")]
     hidden: Annotated[list[int], Range(ge=1, min_len=0)]
     base_width: Positive
     pool_to: Positive
@@ -217,7 +211,7 @@ class Data:
     split_file: str | None
     mean: Any  # 'auto' or one number per channel (a cross-key check)
     std: Any
-    augment: Any  # a partial BatchAugment (its _target_'s signature)
+    augment: Annotated[Any, Supplied("mean", "std", "channels_last")]  # a partial BatchAugment
     on_device: bool
     path: str | None
     root: str | None

@@ -9,9 +9,12 @@ Evaluation (:meth:`BatchAugment.eval`) has no randomness at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+
+from learngene_core.bounds import Range
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,7 +25,7 @@ class BatchAugment:
         self,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        crop_padding: int = 4,
+        crop_padding: Annotated[int, Range(ge=0, le=64)] = 4,
         flip: bool = True,
         channels_last: bool = False,
     ) -> None:

@@ -39,8 +39,9 @@ def fingerprint(cfg, seed: int) -> dict:
     if keep["collective"].get("mode") != "joint":
         keep["collective"].pop("joint_growth", None)
     keep["data"].pop("on_device", None)
-    if (keep["collective"].get("ewc") or {}).get("penalty", {}).get("_target_") == DEFAULT_EWC:
-        keep["collective"]["ewc"].pop("penalty")  # built from lam and gamma, which the fingerprint holds
+    ewc = keep["collective"].get("ewc") or {}
+    if ewc.get("penalty") == {"_target_": DEFAULT_EWC, "lam": ewc.get("lam"), "gamma": ewc.get("gamma")}:
+        ewc.pop("penalty")  # the default, built from lam and gamma, which the fingerprint holds
     augment = keep["data"].get("augment") or {}
     if augment.get("_target_") == DEFAULT_AUGMENT:  # as runs recorded it before augmentation had a _target_
         keep["data"]["augment"] = {k: v for k, v in augment.items() if not k.startswith("_")}
