@@ -178,3 +178,14 @@ def test_stage_three_methods_receive_values_not_the_run_config():
     for path in sorted((ROOT / "experiments" / "methods").glob("*.py")):
         if path.name != "settings.py":
             assert not re.search(r"\b(ctx|run|m)\.(run\.)?cfg\b", path.read_text()), path
+
+
+def test_a_run_without_methods_passes_the_data_limits(tmp_path):
+    """``methods=[]`` (a collective-only run) leaves no methods node; the data limits do not trip over it."""
+    from conftest import make_image_set
+
+    from experiments.pipeline.config_check import check_data_limits
+
+    cfg = compose(["methods=[]", "stage=[collective,learngene]"], tmp_path)
+    check_config(cfg)
+    check_data_limits(cfg, make_image_set(per_class_train=60))

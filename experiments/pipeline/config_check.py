@@ -297,7 +297,7 @@ def _check_data_limits(cfg: DictConfig, image_set) -> None:
     from experiments.methods.registry import BaseClasses, get_method
 
     least = min(groups["base"], key=lambda k: train[k])
-    for m, node in cfg.methods.items():
+    for m, node in (OmegaConf.select(cfg, "methods") or {}).items():  # none: a collective-only run
         if get_method(m).data_limits is not None:
             get_method(m).data_limits(f"methods.{m}", node, cfg, BaseClasses(base, train[least], name[least]))
 
