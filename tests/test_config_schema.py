@@ -127,6 +127,10 @@ def test_the_augmentation_is_built_from_its_target_and_its_values_checked(tmp_pa
         (["trainer.num_nodes=0"], r"^trainer.num_nodes=0: must be an integer >= 1$"),
         (["+individual.datamodule.tasks=[]"], r"^individual.datamodule.tasks is passed by the suite"),
         (["+criterion.rule.k=9"], r"^criterion.rule.k is passed by the suite"),
+        (
+            ["+collective.datamodule.joint.plan=1"],
+            r"^collective.datamodule.joint.plan is passed by the suite",
+        ),
         (["+data.channels=1"], r"^data.channels is not a key the suite reads"),  # the source does not read it
         (
             ["data=imagefolder"],
@@ -147,8 +151,8 @@ def test_values_the_suite_would_overwrite_or_ignore_are_refused(overrides, messa
 
 
 def test_builder_nodes_leave_stage_one_fingerprints_as_earlier_runs_recorded_them(tmp_path):
-    """``data.augment`` and ``collective.ewc.penalty`` gained a ``_target_``; a collective run recorded before
-    still resumes: while they build the default classes, the fingerprint holds only the values they are built
+    """``data.augment``, ``collective.datamodule`` and ``collective.ewc.penalty`` gained a ``_target_``; a collective
+    run recorded before still resumes (the CIFAR study's joint runs too, checked by hand): while they build the default classes, the fingerprint holds only the values they are built
     from (the quickstart's digest of commit d0764ef, ebe239c70221ace0, is reproduced exactly)."""
     from experiments.pipeline.collective.setup import fingerprint
 
@@ -158,9 +162,10 @@ def test_builder_nodes_leave_stage_one_fingerprints_as_earlier_runs_recorded_the
     assert fp["digest"] == "ebe239c70221ace0"
     other = fingerprint(compose(["collective.ewc.penalty._target_=test_config_schema.OtherEWC"], tmp_path), 0)
     stronger = fingerprint(compose(["collective.ewc.penalty.lam=5"], tmp_path), 0)
-    assert (
-        len({fp["digest"], other["digest"], stronger["digest"]}) == 3
-    )  # another class or strength: not resumed
+    batches = fingerprint(compose(["collective.datamodule.continual.batch_size=32"], tmp_path), 0)
+    digests = {fp["digest"], other["digest"], stronger["digest"], batches["digest"]}
+    assert len(digests) == 4  # another class, strength or batch: not resumed
+    assert "datamodule" not in fp["config"]["collective"]
 
 
 class OtherEWC:

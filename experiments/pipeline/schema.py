@@ -106,6 +106,16 @@ class EWC:
     penalty: Any  # the EWC object (a _target_ node built from lam and gamma)
 
 
+StreamBatches = Annotated[Any, Supplied("image_set", "stream", "augment", "seed", "plan")]
+
+
+@dataclass
+class StreamDataModules:  # one builder per collective.mode
+    continual: StreamBatches
+    joint_phases: StreamBatches
+    joint: StreamBatches
+
+
 @dataclass
 class Collective:
     mode: Mode
@@ -125,6 +135,7 @@ class Collective:
     weight_decay: NonNegative
     optimizer: Any
     module: Any
+    datamodule: StreamDataModules
     eval_batch_size: Positive
     open_world_enters_at: Positive | None
     keep_checkpoints: Keep

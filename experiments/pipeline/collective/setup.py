@@ -9,9 +9,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from datamodules.joint_stream import JointDataModule
 from datamodules.sequential_tasks import SequentialTasksDataModule
 from experiments.pipeline import run_files
+from experiments.pipeline.objects import build
 from experiments.pipeline.plan import joint_plan
 from learngene_core.backbones.base import BlockNet, build_net
 from learngene_core.data.image_set import ImageSet
@@ -21,6 +21,8 @@ from lightning_modules.lr_schedules import resolved_node
 
 # builder nodes added after runs had recorded their fingerprints: left out while they build the default class
 DEFAULT_AUGMENT, DEFAULT_EWC = "learngene_core.data.augmentation.BatchAugment", "learngene_core.ewc.EWC"
+DEFAULT_STREAM = "datamodules.sequential_tasks.SequentialTasksDataModule"
+DEFAULT_JOINT = "datamodules.joint_stream.JointDataModule"
 # keys of the collective node that do not change stage 1's results (a resumed run may differ in them)
 NOT_RESULT_KEYS = ("keep_checkpoints", "eval_batch_size", "seeds")
 
@@ -39,6 +41,10 @@ def fingerprint(cfg, seed: int) -> dict:
     if keep["collective"].get("mode") != "joint":
         keep["collective"].pop("joint_growth", None)
     keep["data"].pop("on_device", None)
+    built = {m: {k: v for k, v in node.items() if k != "on_device"}
+             for m, node in (keep["collective"].get("datamodule") or {}).items()}  # fmt: skip
+    if built == _default_datamodules(keep["collective"]):
+        keep["collective"].pop("datamodule")  # the default, built from keys the fingerprint holds
     ewc = keep["collective"].get("ewc") or {}
     if ewc.get("penalty") == {"_target_": DEFAULT_EWC, "lam": ewc.get("lam"), "gamma": ewc.get("gamma")}:
         ewc.pop("penalty")  # the default, built from lam and gamma, which the fingerprint holds
@@ -57,13 +63,18 @@ def fingerprint(cfg, seed: int) -> dict:
 def make_datamodule(
     cfg, image_set: ImageSet, stream: list[StreamTask], augment, seed: int
 ) -> SequentialTasksDataModule:
-    c = cfg.collective
-    if c.mode == "joint":
-        plan = joint_plan(cfg, image_set, seed)
-        return JointDataModule(image_set, stream, plan, augment, c.train_per_class, seed, cfg.data.on_device)
-    return SequentialTasksDataModule(
-        image_set, stream, c.batch_size, augment, c.labels, c.train_per_class, seed, cfg.data.on_device
-    )
+    """The mode's ``collective.datamodule`` builder, completed with the stream (and the joint plan)."""
+    mode = cfg.collective.mode
+    extra = {"plan": joint_plan(cfg, image_set, seed)} if mode == "joint" else {}
+    builder = build(cfg.collective.datamodule[mode], f"collective.datamodule.{mode}")
+    return builder(image_set=image_set, stream=stream, augment=augment, seed=seed, **extra)
+
+
+def _default_datamodules(c: dict) -> dict:
+    """``collective.datamodule`` as shipped, for the collective settings ``c`` (``on_device`` left out)."""
+    per = {"_partial_": True, "train_per_class": c.get("train_per_class")}
+    seq = {"_target_": DEFAULT_STREAM, **per, "batch_size": c.get("batch_size"), "labels": c.get("labels")}
+    return {"continual": seq, "joint_phases": seq, "joint": {"_target_": DEFAULT_JOINT, **per}}
 
 
 def initial_net(cfg, image_set: ImageSet, head: int, seed: int) -> BlockNet:
