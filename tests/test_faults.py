@@ -19,7 +19,7 @@ import torch
 from conftest import ROOT, TINY, compose
 
 from experiments.pipeline.config_check import check_config
-from experiments.pipeline.run_guard import RunLock
+from experiments.pipeline.run_guard import RunInterrupted, RunLock, StopOnSignal
 from experiments.pipeline.runner import run_pipeline
 from learngene_core.errors import CheckpointError, ConfigError, OutputError
 
@@ -166,6 +166,22 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
         pass
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_inside_an_except_exception_block_still_stops_the_run(signum):
+    """The handler raises wherever the main thread is; library code there that catches ``Exception`` (inspect's
+    signature probing inside Lightning's ``self.log`` turned it into a TypeError, exit 1 instead of 143) must not
+    swallow the stop."""
+    swallowed = False
+    with pytest.raises(RunInterrupted, match=signal.Signals(signum).name), StopOnSignal():
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(1.0)  # the handler runs here, inside the try
+        except Exception:
+            swallowed = True
+    assert not swallowed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def test_sigterm_stops_with_143_and_the_rerun_resumes_exactly(tmp_path):
     args = [*TINY, "stage=[collective]", "budget.collective_tasks=3", "trainer.deterministic=true"]
     straight = tmp_path / "straight"
@@ -190,6 +206,23 @@ def test_sigterm_stops_with_143_and_the_rerun_resumes_exactly(tmp_path):
     a = torch.load(killed / C0 / "task_02.pt", weights_only=True)["state_dict"]
     b = torch.load(again / C0 / "task_02.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_during_a_fit_stops_with_130_and_says_how_to_resume(tmp_path):
+    """Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``; the run's own SIGINT handler
+    comes first, so Ctrl-C reads as a stop (130) with the resume line, as SIGTERM does."""
+    out = tmp_path / "interrupted"
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    args = [*TINY, "stage=[collective]", "budget.collective_tasks=3", "budget.collective_epochs=4"]
+    proc = subprocess.Popen([sys.executable, RUN_PY, *args, f"paths.output_dir={out}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / C0 / "task_00.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGINT during stage collective" in err and "Traceback" not in err
 
 
 @pytest.fixture

@@ -18,8 +18,12 @@ from learngene_core.errors import ConfigError
 LOCK_NAME = ".learngene.lock"
 
 
-class RunInterrupted(Exception):
-    """The run was stopped by a signal; everything finished so far is saved."""
+class RunInterrupted(BaseException):
+    """The run was stopped by a signal; everything finished so far is saved.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: the signal handler raises it wherever the main thread happens
+    to be, and an ``except Exception`` there (``inspect``'s signature probing inside Lightning's ``self.log``, for
+    one) would otherwise swallow it or turn it into an unrelated error that exits with status 1."""
 
     def __init__(self, signame: str) -> None:
         super().__init__(signame)
@@ -101,23 +105,28 @@ class RunLock:
 
 
 class StopOnSignal:
-    """Turn SIGTERM (SLURM pre-emption, ``kill``) into :class:`RunInterrupted` while the pipeline runs.
+    """Turn SIGTERM (SLURM pre-emption, ``kill``) and SIGINT (Ctrl-C) into :class:`RunInterrupted` while the
+    pipeline runs.
 
-    Lightning's own SIGTERM handling (it ends ``fit`` with a ``SystemExit`` of status 0) is wrapped by the
-    entry point, so a stopped run never looks finished to ``run && next`` or a job array."""
+    Lightning's own handling would end ``fit`` with status 0 on SIGTERM and ``sys.exit(1)`` on a
+    ``KeyboardInterrupt``; raising our own exception first keeps a stopped run from looking finished (or failed)
+    to ``run && next`` or a job array, and lets the entry point say how to resume."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __enter__(self) -> StopOnSignal:
-        self.previous = signal.getsignal(signal.SIGTERM)
-
         def handler(signum, frame):
             raise RunInterrupted(signal.Signals(signum).name)
 
+        self.previous: dict[int, object] = {}
         try:
-            signal.signal(signal.SIGTERM, handler)
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, handler)
         except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
+            self.previous = {}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
