@@ -148,14 +148,13 @@ def test_keys_the_suite_would_ignore_are_refused(override, message, tmp_path):
 
 def test_a_lightning_callback_from_the_command_line_is_used(tmp_path):
     from callbacks.task_inputs import TaskInputs
-    from experiments.pipeline.collective.fit import make_callbacks
     from experiments.pipeline.context import RunContext
 
     cfg = compose(
         ["+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor"], tmp_path
     )
     check_config(cfg)
-    cbs = make_callbacks(RunContext(cfg, tmp_path), TaskInputs(task=0, stats_csv=tmp_path / "g.csv"))
+    cbs = RunContext(cfg, tmp_path).collective.callbacks(TaskInputs(task=0, stats_csv=tmp_path / "g.csv"))
     assert [type(c).__name__ for c in cbs] == ["CriterionStatsCallback", "LearningRateMonitor"]
 
 

@@ -40,7 +40,18 @@ def _joint_dm(overrides=()):
     cfg = compose([*JOINT, *overrides])
     ctx = RunContext(cfg, "/tmp/unused")
     stream = make_stream(cfg, ctx.image_set, 0)
-    return cfg, ctx, make_datamodule(cfg, ctx.image_set, stream, ctx.augment, 0)
+    return cfg, ctx, make_datamodule(ctx, stream, 0)
+
+
+@pytest.mark.parametrize("per_class", [None, 7])
+def test_the_plans_task_sizes_are_the_continual_datamodules(per_class):
+    from datamodules.sequential_tasks import SequentialTasksDataModule
+
+    cfg = compose([*TINY, f"collective.train_per_class={'null' if per_class is None else per_class}"])
+    image_set = RunContext(cfg, "/tmp/unused").image_set
+    stream = make_task_stream(image_set.groups["base"], 4, cfg.collective.classes_per_task, 3, True)
+    dm = SequentialTasksDataModule(image_set, stream, train_per_class=per_class, seed=3, on_device=False)
+    assert continual_task_sizes(cfg, image_set, stream, 3) == [dm.task_size(t) for t in range(4)]
 
 
 def test_loader_yields_the_planned_sample_steps_and_covers_every_base_image_once_per_pass():
@@ -124,8 +135,9 @@ def test_warmup_cosine_factor():
 def test_growth_keeps_unchanged_parameters_state_and_the_schedule_position():
     cfg = compose([*JOINT, "collective.joint_growth=true"])
     ctx = RunContext(cfg, "/tmp/unused")
-    net = initial_net(cfg, ctx.image_set, 5, 0)
-    run = RunOptimizer(cfg, net, 50)
+    s = ctx.collective
+    net = initial_net(s, ctx.image_set.channels, 5, 0)
+    run = RunOptimizer(s.optimizer, s.lr_schedule, net, 50)
     for _ in range(3):
         run.optimizer.zero_grad()
         net(torch.randn(4, 3, 32, 32)).sum().backward()

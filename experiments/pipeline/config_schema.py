@@ -189,14 +189,14 @@ def hints_of(obj: Any) -> dict[str, Any]:
     return hints
 
 
-def check_node(node: DictConfig, key: str, schema: type, unknown: Callable[[str, set], str],
+def check_node(node: DictConfig, key: str, hints: dict[str, Any], unknown: Callable[[str, set], str],
                allowed: dict[str, set[str]] | None = None, supplied: dict[str, tuple] | None = None,
                target: bool = False) -> None:  # fmt: skip
-    """Every key of ``node`` one of ``schema``'s fields (or of ``allowed[key]``), every value valid for its field;
+    """Every key of ``node`` one of ``hints`` (a schema's fields or a signature's parameters, or of
+    ``allowed[key]``), every value valid for its annotation;
     nested dataclass fields are checked the same way. ``supplied`` collects the call-time arguments of builder
     fields (``Annotated[Any, Supplied(...)]``). In a ``_target_`` node (``target``), a value that does not resolve
     is left to the key it interpolates (reported there, not twice)."""
-    hints = hints_of(schema)
     names = set(hints) | (allowed or {}).get(key, set())
     for k in node:
         if k not in names and k not in HYDRA_KEYS:
@@ -216,7 +216,7 @@ def check_node(node: DictConfig, key: str, schema: type, unknown: Callable[[str,
             if isinstance(m, Supplied) and supplied is not None:
                 supplied[full] = m.names
         if dataclasses.is_dataclass(hint) and isinstance(value, DictConfig):
-            check_node(value, full, hint, _plain_unknown(full), allowed, supplied)
+            check_node(value, full, hints_of(hint), _plain_unknown(full), allowed, supplied)
         else:
             check_value(full, value, hint)
 
@@ -265,8 +265,7 @@ def check_target_node(node: DictConfig, key: str, supplied: tuple = ()) -> None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         names |= {str(k) for k in node}
     names -= set(supplied)
-    hints = {n: h for n, h in hints_of(obj).items() if n in names}
-    schema = dataclasses.make_dataclass("Signature", [(n, hints.get(n, Any)) for n in sorted(names)])
+    hints = hints_of(obj)
 
     def unknown(k: str, valid: set) -> str:
         if k in supplied:
@@ -275,7 +274,7 @@ def check_target_node(node: DictConfig, key: str, supplied: tuple = ()) -> None:
             )
         return f"{key}.{k} is not a parameter of {target}{suggest(k, valid)}; valid: {sorted(valid)}"
 
-    check_node(node, key, schema, unknown, target=True)
+    check_node(node, key, {n: hints.get(n, Any) for n in sorted(names)}, unknown, target=True)
 
 
 def check_targets(node: Any, key: str = "", supplied: dict[str, tuple] | None = None) -> None:
@@ -337,6 +336,6 @@ def check_typed(cfg: DictConfig) -> None:
     """The whole config against the schema and every ``_target_``'s signature, methods included (problems
     collected by the caller's :func:`all_problems`)."""
     supplied: dict[str, tuple] = {}
-    check_node(cfg, "", Run, _plain_unknown(""), {"data": data_keys(cfg)}, supplied)
+    check_node(cfg, "", hints_of(Run), _plain_unknown(""), {"data": data_keys(cfg)}, supplied)
     check_targets(cfg, supplied=supplied)
     check_methods(cfg)

@@ -71,6 +71,13 @@ class RunContext:
         return values["mean"], values["std"]
 
     @cached_property
+    def collective(self):
+        """Stage 1's settings (experiments/pipeline/collective/settings.py), read from the config once."""
+        from experiments.pipeline.collective.settings import CollectiveSettings
+
+        return CollectiveSettings.from_config(self.cfg)
+
+    @cached_property
     def individual(self):
         """Stage 3's settings (experiments/methods/settings.py), read from the config once."""
         from experiments.methods.settings import IndividualSettings

@@ -21,7 +21,6 @@ from omegaconf import OmegaConf
 
 from experiments.methods.registry import MethodContext, get_method
 from experiments.pipeline import run_files
-from experiments.pipeline.collective.setup import DEFAULT_AUGMENT
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
 from experiments.pipeline.objects import build
@@ -53,11 +52,7 @@ def shared_settings(ctx: RunContext) -> dict:
         icfg.pop(
             "datamodule"
         )  # the default, built from the keys above (as computations were keyed before it)
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    data.pop("on_device", None)
-    if data.get("augment", {}).get("_target_") == DEFAULT_AUGMENT:
-        data["augment"] = {k: v for k, v in data["augment"].items() if not k.startswith("_")}
-    return {"individual": icfg, "data": data, "width_mult": cfg.model.width_mult,
+    return {"individual": icfg, "data": run_files.data_identity(cfg), "width_mult": cfg.model.width_mult,
             "trainer": run_files.trainer_numerics(cfg),
             "compute": OmegaConf.to_container(cfg.compute, resolve=True)}  # fmt: skip
 

@@ -3,7 +3,6 @@ plan) and the target tasks of each shot count. The config checks (before any wor
 
 from __future__ import annotations
 
-from datamodules.sequential_tasks import SequentialTasksDataModule
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.joint_plan import JointPlan
 from learngene_core.data.target_tasks import TargetTask, make_target_task_grid
@@ -32,11 +31,11 @@ def make_stream(cfg, image_set: ImageSet, seed: int) -> list[StreamTask]:
 
 
 def continual_task_sizes(cfg, image_set: ImageSet, stream: list[StreamTask], seed: int) -> list[int]:
-    """Training images per epoch of each task of the continual ``stream``."""
-    dm = SequentialTasksDataModule(
-        image_set, stream, train_per_class=cfg.collective.train_per_class, seed=seed, on_device=False
-    )
-    return [dm.task_size(t.index) for t in stream]
+    """Training images per epoch of each task of the continual ``stream`` (as its DataModule would draw them)."""
+    in_stream = {c for task in stream for c in task.classes}
+    by_class = {c: v.numpy() for c, v in image_set.indices_by_class("train").items() if c in in_stream}
+    sizes = {c: len(v) for c, v in train_subset(by_class, cfg.collective.train_per_class, seed).items()}
+    return [t.samples if t.samples is not None else sum(sizes[c] for c in t.classes) for t in stream]
 
 
 def joint_plan(cfg, image_set: ImageSet, seed: int) -> JointPlan:

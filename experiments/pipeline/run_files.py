@@ -41,6 +41,21 @@ TRAINER_NOT_RESULT_KEYS = ("devices", "num_nodes", "strategy", "sync_batchnorm",
                            "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps")  # fmt: skip
 
 
+DEFAULT_AUGMENT = "learngene_core.data.augmentation.BatchAugment"
+
+
+def data_identity(cfg: DictConfig) -> dict:
+    """``cfg.data`` as results depend on it: part of stage 1's fingerprint and of every stage-3 computation key.
+    ``on_device`` (where the images live) is left out, and the default augmentation is keyed as runs recorded it
+    before it had a ``_target_``, so earlier runs still resume and earlier computations are still found."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.pop("on_device", None)
+    augment = data.get("augment") or {}
+    if augment.get("_target_") == DEFAULT_AUGMENT:
+        data["augment"] = {k: v for k, v in augment.items() if not k.startswith("_")}
+    return data
+
+
 def trainer_numerics(cfg: DictConfig) -> dict:
     """The Trainer settings results depend on (precision, clipping, accumulation, determinism), as a dict:
     part of stage 1's fingerprint and of every stage-3 computation key."""

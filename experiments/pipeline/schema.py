@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Annotated, Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.sequential_tasks import LABELS
 from experiments.pipeline.plan import JOINT_MODES
@@ -24,6 +25,7 @@ from learngene_core.criterion.selection import WEIGHTINGS
 from learngene_core.data.loaders import BATCHINGS
 from learngene_core.data.splits import SPLITS
 from learngene_core.data.target_tasks import PROTOCOLS
+from learngene_core.errors import ConfigError
 from learngene_core.ewc import FISHER_MODES
 from learngene_core.individual import LOWER_POOLS
 
@@ -33,6 +35,65 @@ __all__ = ["Range", "Supplied"]  # re-exported: extensions declare bounds with t
 def choices(name: str, values: tuple) -> type[Enum]:
     """An enum whose members are the core's own list of valid values (not retyped here)."""
     return Enum(name, {str(v): v for v in values}, type=str)
+
+
+# -- checks of one key's value that a type cannot say: fn(key, value) raises ConfigError -------------------
+
+
+def _invalid(key: str, value: Any, valid: str) -> None:
+    raise ConfigError(f"{key}={value!r}: {valid}")
+
+
+def stage_list(key: str, value: Any) -> None:
+    from experiments.pipeline import STAGES
+
+    stages = list(value or [])
+    bad = [s for s in stages if s not in STAGES]
+    if not stages:
+        _invalid(key, stages, f"must list at least one of {list(STAGES)}")
+    if bad:
+        _invalid(key, stages, f"{bad[0]!r} is not a stage; valid stages are {list(STAGES)}")
+    order = [STAGES.index(s) for s in stages]
+    if order != sorted(set(order)):
+        _invalid(key, stages, f"stages must appear once each in pipeline order {list(STAGES)}")
+
+
+def per_channel(key: str, value: Any) -> None:
+    """``data.mean`` / ``data.std``: 'auto' or one number per channel (std > 0)."""
+    if value == "auto":
+        return
+    if not isinstance(value, ListConfig | list) or not value or any(
+            isinstance(x, bool) or not isinstance(x, int | float) for x in value):  # fmt: skip
+        _invalid(key, value, "must be 'auto' (computed from the training images) or one number per channel")
+    if key.endswith("std") and any(x <= 0 for x in value):
+        _invalid(key, list(value), "every value must be > 0")
+
+
+def registered_statistic(key: str, value: Any) -> None:
+    from learngene_core.criterion.registry import statistic_names
+
+    if value not in statistic_names():
+        _invalid(key, value, f"valid values are {statistic_names()}")
+
+
+def scheduler_node(key: str, node: Any) -> None:
+    """null (the mode's default) or a ``_target_`` node whose factory builds a scheduler (tried on a dummy
+    optimizer, so a bad value is refused before any work)."""
+    if node is None:
+        return
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        _invalid(key, node, "null (the mode's default) or a node with _target_ and _partial_: true, e.g. "
+                 "{_target_: lightning_modules.lr_schedules.warmup_cosine, _partial_: true, warmup: 0.05}")  # fmt: skip
+    import torch
+
+    from lightning_modules.lr_schedules import schedule_factory
+
+    try:
+        factory = schedule_factory(node, "continual")  # the mode only picks the default for null
+        if factory is not None:
+            factory(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), 100)
+    except Exception as err:
+        _invalid(key, OmegaConf.to_container(node), f"cannot build a scheduler ({type(err).__name__}: {err})")
 
 
 MODES = ("continual", *JOINT_MODES)
@@ -120,7 +181,7 @@ class StreamDataModules:  # one builder per collective.mode
 class Collective:
     mode: Mode
     joint_growth: bool
-    lr_schedule: Any  # null or a scheduler factory (checked by building it)
+    lr_schedule: Annotated[Any, scheduler_node]  # null or a scheduler factory
     seeds: Seeds
     n_tasks: Positive
     classes_per_task: Annotated[int, Range(ge=2)]
@@ -144,7 +205,7 @@ class Collective:
 
 @dataclass
 class Criterion:
-    statistic: str  # a registered statistic (the registry is open: checked against it, not an enum)
+    statistic: Annotated[str, registered_statistic]  # the registry is open: checked against it, not an enum
     tau: NonNegative
     k: Positive
     warmup_tasks: Count
@@ -220,8 +281,8 @@ class Data:
     image_size: Annotated[int, Range(ge=8, le=1024)]
     split: Split
     split_file: str | None
-    mean: Any  # 'auto' or one number per channel (a cross-key check)
-    std: Any
+    mean: Annotated[Any, per_channel]
+    std: Annotated[Any, per_channel]
     augment: Annotated[Any, Supplied("mean", "std", "channels_last")]  # a partial BatchAugment
     on_device: bool
     path: str | None
@@ -243,7 +304,7 @@ class Run:
     budget: Budget
     exp_name: str
     seed: Count
-    stage: list[str]
+    stage: Annotated[list[str], stage_list]
     from_run: str | None
     optimized_metric: str
     compute: Compute

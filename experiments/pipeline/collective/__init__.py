@@ -44,17 +44,14 @@ from experiments.pipeline.collective.setup import (
 )
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
-from experiments.pipeline.objects import build
 from experiments.pipeline.plan import make_stream
 from learngene_core.backbones.base import BlockNet
 from learngene_core.criterion.records import truncate_rows
 from learngene_core.data.task_stream import StreamTask
 from learngene_core.errors import CheckpointError
 from learngene_core.ewc import EWC
-from learngene_core.growth import parse_schedule
 from learngene_core.utils import dist
 from learngene_core.utils.seeding import derive_seed
-from lightning_modules.lr_schedules import resolved_node
 
 log = logging.getLogger("learngene")
 
@@ -65,12 +62,12 @@ def run_collective(ctx: RunContext) -> None:
 
 
 def _start_manifest(ctx: RunContext, seed: int, fp: dict, stream, dm) -> dict:
-    c = ctx.cfg.collective
+    s = ctx.collective
     manifest = {
         "format": run_files.MANIFEST_FORMAT, "version": run_files.MANIFEST_VERSION, "fingerprint": fp,
-        "collective_seed": seed, "mode": c.get("mode", "continual"), "n_tasks": c.n_tasks,
+        "collective_seed": seed, "mode": s.mode, "n_tasks": s.n_tasks,
         "stream": [list(task.classes) for task in stream], "class_names": ctx.image_set.class_names,
-        "head_order": dm.order, "labels": c.labels, "tau": ctx.cfg.criterion.tau, "tasks": [],
+        "head_order": dm.order, "labels": s.labels, "tau": s.tau, "tasks": [],
     }  # fmt: skip
     if isinstance(dm, JointDataModule):
         plan = dm.plan
@@ -78,7 +75,7 @@ def _start_manifest(ctx: RunContext, seed: int, fp: dict, stream, dm) -> dict:
             "images_per_pass": plan.n_images, "total_samples": plan.total, "passes": plan.passes,
             "batch_size": plan.batch_size, "optimizer_steps": plan.steps,
             "task_steps": [[plan.chunk(t).start, plan.chunk(t).stop] for t in range(plan.n_tasks)],
-            "growth": bool(c.joint_growth), "lr_schedule": resolved_node(c.get("lr_schedule"), c.mode),
+            "growth": s.joint_growth, "lr_schedule": s.lr_schedule_node,
             "note": MODE_NOTES["joint"],
         }  # fmt: skip
     return manifest
@@ -129,7 +126,7 @@ class SeedRun:
 def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
     """Resume (or start) collective seed ``seed`` and run its remaining tasks; returns the final network."""
     run = resume_or_start(ctx, seed)
-    n_tasks = ctx.cfg.collective.n_tasks
+    n_tasks = ctx.collective.n_tasks
     with stage_progress(disable=not dist.is_rank_zero()) as progress:
         ctx.progress = progress
         bar = progress.add_task(f"collective seed {seed}", total=n_tasks, completed=run.start, rate="")
@@ -144,22 +141,19 @@ def resume_or_start(ctx: RunContext, seed: int) -> SeedRun:
     """The seed's stream, data and growth schedule; its network, EWC, history and optimizer from the manifest's last
     checkpoint when tasks are done (the configuration must match the one they were run with), else the first
     network (the final architecture in joint mode without growth)."""
-    cfg = ctx.cfg
-    c = cfg.collective
+    s = ctx.collective
     out = ctx.collective_dir(seed, own=True)
     image_set = ctx.image_set
-    stream = make_stream(cfg, image_set, seed)
-    dm = make_datamodule(cfg, image_set, stream, ctx.augment, seed)
-    fp = fingerprint(cfg, seed)
-    schedule = (
-        parse_schedule(cfg.model.growth.schedule, cfg.model.width_mult) if cfg.model.growth.enabled else []
-    )
+    stream = make_stream(ctx.cfg, image_set, seed)
+    dm = make_datamodule(ctx, stream, seed)
+    fp = fingerprint(ctx.cfg, seed)
+    schedule = list(s.schedule)
     joint = isinstance(dm, JointDataModule)
     # joint without growth: the final architecture from the start, nothing grown between its tasks
-    fixed_arch = joint and not c.joint_growth
+    fixed_arch = joint and not s.joint_growth
     csv_path = out / "gradient_stats.csv"
     manifest = run_files.read_manifest(out / "manifest.json")
-    ewc = build(c.ewc.penalty, "collective.ewc.penalty") if c.ewc.enabled else None
+    ewc = s.ewc() if s.ewc is not None else None
     if manifest is not None:
         _check_fingerprint(out, manifest, fp)
     else:
@@ -180,26 +174,24 @@ def resume_or_start(ctx: RunContext, seed: int) -> SeedRun:
             ewc.load_state_dict(ckpt["ewc"])
         start = done[-1]["task"] + 1
         if joint:
-            run_opt = RunOptimizer(cfg, net, dm.plan.steps)
+            run_opt = RunOptimizer(s.optimizer, s.lr_schedule, net, dm.plan.steps)
             run_opt.load_state_dict(ckpt.get("optimizer"), str(path))
-        if start < c.n_tasks:
-            log.info("collective seed %d: resuming at task %d of %d (%s)", seed, start, c.n_tasks, out)
+        if start < s.n_tasks:
+            log.info("collective seed %d: resuming at task %d of %d (%s)", seed, start, s.n_tasks, out)
     else:
         if fixed_arch:
-            net = final_net(cfg, image_set, head_size(cfg, dm, 0), seed, schedule[: c.n_tasks - 1])
+            net = final_net(s, image_set.channels, head_size(s, dm, 0), seed, schedule[: s.n_tasks - 1])
         else:
-            net = initial_net(cfg, image_set, head_size(cfg, dm, 0), seed)
+            net = initial_net(s, image_set.channels, head_size(s, dm, 0), seed)
         start = 0
-        run_opt = RunOptimizer(cfg, net, dm.plan.steps) if joint else None
+        run_opt = RunOptimizer(s.optimizer, s.lr_schedule, net, dm.plan.steps) if joint else None
     if dist.is_rank_zero():
         truncate_rows(csv_path, start)
     dist.barrier()
-    probe_x = (
-        probe_images(image_set, cfg.criterion.probe_images, seed) if cfg.criterion.probe_images else None
-    )
+    probe_x = probe_images(image_set, s.probe_images, seed) if s.probe_images else None
     return SeedRun(
         seed=seed, out=out, stream=stream, dm=dm, schedule=[] if fixed_arch else schedule,
-        relative=c.classes_per_task if c.labels == "relative" else None, csv_path=csv_path, manifest=manifest,
+        relative=s.relative, csv_path=csv_path, manifest=manifest,
         ewc=ewc, history=history, probe_x=probe_x, net=net, run_opt=run_opt, start=start,
         step=done[-1].get("step_end", 0) if done else 0,
     )  # fmt: skip
@@ -208,24 +200,23 @@ def resume_or_start(ctx: RunContext, seed: int) -> SeedRun:
 def run_task(ctx: RunContext, run: SeedRun, t: int) -> None:
     """Task ``t``: seed its randomness from (collective seed, task), grow, fit, consolidate EWC, evaluate, and
     record it (checkpoint, metrics, manifest, written atomically); ``run`` then holds the state after it."""
-    cfg, c, dm, seed = ctx.cfg, ctx.cfg.collective, run.dm, run.seed
+    s, dm, seed = ctx.collective, run.dm, run.seed
     device = ctx.device
     t0 = time.perf_counter()
     L.seed_everything(derive_seed(seed, "collective-task", t), workers=True, verbose=False)
-    head = head_size(cfg, dm, t) if (c.labels == "global" and c.head == "growing") else None
-    growth = grow(run.net, t, run.schedule, run.ewc, seed, cfg.model.growth.noise, head)
+    head = head_size(s, dm, t) if (s.labels == "global" and s.head == "growing") else None
+    growth = grow(run.net, t, run.schedule, run.ewc, seed, s.growth_noise, head)
     if run.run_opt is not None and growth is not None:
         run.run_opt.rebuild(run.net)
-    label = f"collective seed {seed} task {t + 1}/{c.n_tasks}"
-    fitted = fit_task(ctx, run.net, t, dm, run.ewc, run.relative, run.csv_path, run.probe_x, run.step, label,
-                      run.run_opt)  # fmt: skip
+    label = f"collective seed {seed} task {t + 1}/{s.n_tasks}"
+    fitted = fit_task(ctx, run.net, t, dm, run.ewc, run.csv_path, run.probe_x, run.step, label, run.run_opt)
     net, run.step = fitted.net, fitted.step_end
     if run.ewc:
         run.ewc.consolidate(
-            net.to(device), dm.fisher_batches(t, samples=c.ewc.fisher_samples), c.ewc.fisher_samples, c.ewc.fisher,
+            net.to(device), dm.fisher_batches(t, samples=s.ewc_fisher_samples), s.ewc_fisher_samples, s.ewc_fisher,
             generator=torch.Generator().manual_seed(derive_seed(seed, "fisher", t)), classes=run.relative,
         )  # fmt: skip
-    ev = evaluate(net.to(device), dm, t, run.relative, ctx.augment, device, c.eval_batch_size)
+    ev = evaluate(net.to(device), dm, t, run.relative, ctx.augment, device, s.eval_batch_size)
     run.net = net = net.to("cpu")
     history = run.history
     history.add(ev, net.num_parameters())
@@ -239,7 +230,7 @@ def run_task(ctx: RunContext, run: SeedRun, t: int) -> None:
             entry["optimizer_steps"] = [dm.plan.chunk(t).start, dm.plan.chunk(t).stop]
         record_task(run.out, t, net, run.ewc, dm.order, run.manifest, entry, history, run.manifest["mode"],
                     run.run_opt.state_dict() if run.run_opt is not None else None)  # fmt: skip
-        prune_checkpoints(run.out, run.manifest, c.keep_checkpoints, cfg.criterion.after_task)
+        prune_checkpoints(run.out, run.manifest, s.keep_checkpoints, s.after_task)
     dist.barrier()
     row, trow, ow = ev.class_il, ev.task_il, ev.open_world
     summary = {"collective/test/avg_acc": sum(row) / len(row), "collective/test/acc_current": row[-1],
@@ -249,6 +240,6 @@ def run_task(ctx: RunContext, run: SeedRun, t: int) -> None:
     log.info(
         "collective seed %d task %d/%d classes=%s acc(current)=%.3f class-IL avg=%.3f task-IL avg=%.3f "
         "auroc_msp=%s params=%.2fM (%.0fs)",
-        seed, t + 1, c.n_tasks, list(run.stream[t].classes), row[-1], sum(row) / len(row), sum(trow) / len(trow),
+        seed, t + 1, s.n_tasks, list(run.stream[t].classes), row[-1], sum(row) / len(row), sum(trow) / len(trow),
         f"{ow['auroc_msp']:.3f}" if "auroc_msp" in ow else "n/a", history.params[-1] / 1e6, elapsed,
     )  # fmt: skip

@@ -10,18 +10,20 @@ and the schedule continues at the same step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from hydra.utils import instantiate
 
 from learngene_core.errors import CheckpointError
-from lightning_modules.lr_schedules import schedule_factory
 
 
 class RunOptimizer:
-    def __init__(self, cfg, net: torch.nn.Module, total_steps: int) -> None:
-        c = cfg.collective
-        self.factory = instantiate(c.optimizer)
-        self.schedule = schedule_factory(c.get("lr_schedule"), c.mode)
+    def __init__(
+        self, optimizer: Callable, schedule: Callable | None, net: torch.nn.Module, total_steps: int
+    ) -> None:
+        """``optimizer``: params -> Optimizer; ``schedule``: (optimizer, total_steps) -> scheduler, or None."""
+        self.factory = optimizer
+        self.schedule = schedule
         self.total_steps = int(total_steps)
         self._build(net)
 

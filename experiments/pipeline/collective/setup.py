@@ -1,4 +1,4 @@
-"""What a collective run is made of: its task stream, its first network, its head size, its fingerprint."""
+"""What a collective run is made of: its first network, its head size, its fingerprint."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import hashlib
 import json
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from datamodules.sequential_tasks import SequentialTasksDataModule
 from experiments.pipeline import run_files
-from experiments.pipeline.objects import build
+from experiments.pipeline.collective.settings import CollectiveSettings
 from experiments.pipeline.plan import joint_plan
 from learngene_core.backbones.base import BlockNet, build_net
 from learngene_core.data.image_set import ImageSet
@@ -20,7 +19,7 @@ from learngene_core.utils.seeding import derive_seed
 from lightning_modules.lr_schedules import resolved_node
 
 # builder nodes added after runs had recorded their fingerprints: left out while they build the default class
-DEFAULT_AUGMENT, DEFAULT_EWC = "learngene_core.data.augmentation.BatchAugment", "learngene_core.ewc.EWC"
+DEFAULT_EWC = "learngene_core.ewc.EWC"
 DEFAULT_STREAM = "datamodules.sequential_tasks.SequentialTasksDataModule"
 DEFAULT_JOINT = "datamodules.joint_stream.JointDataModule"
 # keys of the collective node that do not change stage 1's results (a resumed run may differ in them)
@@ -29,7 +28,8 @@ NOT_RESULT_KEYS = ("keep_checkpoints", "eval_batch_size", "seeds")
 
 def fingerprint(cfg, seed: int) -> dict:
     """The config that determines stage 1's results for collective seed ``seed``; a resume must match it."""
-    keep = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "collective")}
+    keep = {"data": run_files.data_identity(cfg)}
+    keep |= {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "collective")}
     for k in NOT_RESULT_KEYS:
         keep["collective"].pop(k, None)
     # keys added with the joint ancestor: left out where they change nothing, so earlier continual runs resume
@@ -40,7 +40,6 @@ def fingerprint(cfg, seed: int) -> dict:
             keep["collective"].pop("lr_schedule")
     if keep["collective"].get("mode") != "joint":
         keep["collective"].pop("joint_growth", None)
-    keep["data"].pop("on_device", None)
     built = {m: {k: v for k, v in node.items() if k != "on_device"}
              for m, node in (keep["collective"].get("datamodule") or {}).items()}  # fmt: skip
     if built == _default_datamodules(keep["collective"]):
@@ -48,9 +47,6 @@ def fingerprint(cfg, seed: int) -> dict:
     ewc = keep["collective"].get("ewc") or {}
     if ewc.get("penalty") == {"_target_": DEFAULT_EWC, "lam": ewc.get("lam"), "gamma": ewc.get("gamma")}:
         ewc.pop("penalty")  # the default, built from lam and gamma, which the fingerprint holds
-    augment = keep["data"].get("augment") or {}
-    if augment.get("_target_") == DEFAULT_AUGMENT:  # as runs recorded it before augmentation had a _target_
-        keep["data"]["augment"] = {k: v for k, v in augment.items() if not k.startswith("_")}
     keep["seed"] = seed
     keep["criterion"] = {k: cfg.criterion[k] for k in ("tau", "probe_images", "fisher_samples")}
     keep["trainer"] = run_files.trainer_numerics(cfg)
@@ -60,14 +56,12 @@ def fingerprint(cfg, seed: int) -> dict:
     return {"digest": digest, "config": keep}
 
 
-def make_datamodule(
-    cfg, image_set: ImageSet, stream: list[StreamTask], augment, seed: int
-) -> SequentialTasksDataModule:
-    """The mode's ``collective.datamodule`` builder, completed with the stream (and the joint plan)."""
-    mode = cfg.collective.mode
-    extra = {"plan": joint_plan(cfg, image_set, seed)} if mode == "joint" else {}
-    builder = build(cfg.collective.datamodule[mode], f"collective.datamodule.{mode}")
-    return builder(image_set=image_set, stream=stream, augment=augment, seed=seed, **extra)
+def make_datamodule(ctx, stream: list[StreamTask], seed: int) -> SequentialTasksDataModule:
+    """The mode's stream DataModule (``collective.datamodule.<mode>``), completed with the data, the stream, the
+    augmentation and the seed (and in joint mode with the joint plan)."""
+    s = ctx.collective
+    plan = {"plan": joint_plan(ctx.cfg, ctx.image_set, seed)} if s.mode == "joint" else {}
+    return s.datamodule(image_set=ctx.image_set, stream=stream, augment=ctx.augment, seed=seed, **plan)
 
 
 def _default_datamodules(c: dict) -> dict:
@@ -77,22 +71,22 @@ def _default_datamodules(c: dict) -> dict:
     return {"continual": seq, "joint_phases": seq, "joint": {"_target_": DEFAULT_JOINT, **per}}
 
 
-def initial_net(cfg, image_set: ImageSet, head: int, seed: int) -> BlockNet:
+def initial_net(s: CollectiveSettings, in_channels: int, head: int, seed: int) -> BlockNet:
     """The backbone ``model.net`` builds, seeded, for this data (input size, channels) and head size."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "collective-init"))
-        return instantiate(cfg.model.net)(
-            input_size=cfg.data.image_size, in_channels=image_set.channels, num_classes=head
-        )
+        return s.net(input_size=s.input_size, in_channels=in_channels, num_classes=head)
 
 
-def final_net(cfg, image_set: ImageSet, head: int, seed: int, schedule: list[dict]) -> BlockNet:
+def final_net(
+    s: CollectiveSettings, in_channels: int, head: int, seed: int, schedule: list[dict]
+) -> BlockNet:
     """The architecture the growth ``schedule`` ends at (the continual run's last: pass its first n_tasks - 1
     entries), freshly initialised (seeded): the joint ancestor without growth (``collective.joint_growth=false``)
     trains it from the start."""
     from experiments.pipeline.collective.grow import apply_growth
 
-    net = initial_net(cfg, image_set, head, seed)
+    net = initial_net(s, in_channels, head, seed)
     if not schedule:
         return net
     for i, step in enumerate(schedule):
@@ -102,10 +96,10 @@ def final_net(cfg, image_set: ImageSet, head: int, seed: int, schedule: list[dic
         return build_net(net.spec)
 
 
-def head_size(cfg, dm: SequentialTasksDataModule, t: int) -> int:
-    if cfg.collective.labels == "relative":
+def head_size(s: CollectiveSettings, dm: SequentialTasksDataModule, t: int) -> int:
+    if s.labels == "relative":
         return len(dm.image_set.groups["base"])  # the original's shared 64-way head
-    if cfg.collective.head == "fixed":
+    if s.head == "fixed":
         return len(dm.order)
     return len(dm.classes_seen(t))
 

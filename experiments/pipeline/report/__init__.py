@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from experiments.pipeline.console import console
 from experiments.pipeline.context import RunContext
-from experiments.pipeline.report.analysis import build_results
+from experiments.pipeline.report.analysis import ReportPlan, build_results
 from experiments.pipeline.report.publish import log_results, scalars, write_plots
 from experiments.pipeline.report.tables import terminal_summary, to_markdown
 from learngene_core.utils import dist
@@ -16,7 +16,7 @@ from learngene_core.utils.io import atomic_write_json, atomic_write_text
 def run_report(ctx: RunContext) -> dict:
     """results.json, results.md, the plots, the loggers' scalars and the terminal summary (rank 0); returns the
     results dict."""
-    res = build_results(ctx)
+    res = build_results(ctx, ReportPlan.from_config(ctx.cfg))
     if dist.is_rank_zero():
         atomic_write_json(ctx.path("results.json"), res)
         atomic_write_text(ctx.path("results.md"), to_markdown(res))
@@ -27,4 +27,4 @@ def run_report(ctx: RunContext) -> dict:
     return res
 
 
-__all__ = ["build_results", "run_report", "scalars", "terminal_summary", "to_markdown"]
+__all__ = ["ReportPlan", "build_results", "run_report", "scalars", "terminal_summary", "to_markdown"]

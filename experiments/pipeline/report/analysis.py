@@ -181,8 +181,34 @@ def collective_summary(metrics: dict[int, dict]) -> dict:
     return {"per_seed": per_seed, "mean_over_seeds": mean}
 
 
-def build_results(ctx: RunContext) -> dict:
-    cfg = ctx.cfg
+@dataclass(frozen=True)
+class ReportPlan:
+    """What the report takes from the config: the run's identity and the plan whose results it reports."""
+
+    experiment: str
+    budget: str
+    seed: int
+    collective_mode: str
+    from_run: str | None
+    methods: tuple[str, ...]
+    shots: frozenset[int]
+    data: dict
+    protocol: dict  # ways, target tasks per seed, task seeds, protocol, epochs, batch size, lr
+
+    @classmethod
+    def from_config(cls, cfg) -> ReportPlan:
+        i = cfg.individual
+        return cls(
+            experiment=cfg.exp_name, budget=cfg.budget.name, seed=cfg.seed,
+            collective_mode=cfg.collective.get("mode", "continual"),
+            from_run=None if cfg.get("from_run") is None else str(cfg.from_run), methods=tuple(cfg.methods),
+            shots=frozenset(int(x) for x in i.shots), data=OmegaConf.to_container(cfg.data, resolve=True),
+            protocol={"ways": i.ways, "target_tasks_per_seed": i.n_tasks, "seeds": list(i.seeds),
+                      "mode": i.protocol, "epochs": i.epochs, "batch_size": i.batch_size, "lr": i.lr},
+        )  # fmt: skip
+
+
+def build_results(ctx: RunContext, plan: ReportPlan) -> dict:
     raw_path = run_files.raw_results_path(ctx.out)
     if not raw_path.exists() and ctx.source != ctx.out:
         raw_path = run_files.raw_results_path(ctx.source)
@@ -190,14 +216,14 @@ def build_results(ctx: RunContext) -> dict:
         raise CheckpointError(
             f"nothing to report: {raw_path} does not exist. Run the individual stage first (stage=[...,individual,"
             f"report]) or point from_run at a run directory whose individual stage finished"
-            if cfg.get("from_run") is None
+            if plan.from_run is None
             else f"nothing to report: {raw_path} does not exist; the report reads this run's own stage-3 results: "
-            f"run stage=[individual,report] with from_run={cfg.from_run}"
+            f"run stage=[individual,report] with from_run={plan.from_run}"
         )
     raw = run_files.read_raw_results(raw_path)
     # only this configuration's plan: entries of other methods, shot counts or collective seeds that an earlier
     # invocation left in the same file are not this run's results
-    plan_methods, plan_shots = set(cfg.methods), {int(x) for x in cfg.individual.shots}
+    plan_methods, plan_shots = set(plan.methods), plan.shots
     plan_seeds = set(ctx.collective_seeds)
     entries = [e for e in raw["entries"].values()
                if e["method"] in plan_methods and e["shots"] in plan_shots and e["collective_seed"] in plan_seeds]  # fmt: skip
@@ -212,8 +238,7 @@ def build_results(ctx: RunContext) -> dict:
         p = ctx.collective_dir(cs) / "metrics.json"
         if p.exists():
             metrics[cs] = run_files.read_json_file(p, "collective metrics")
-    icfg = cfg.individual
-    methods = list(cfg.methods)
+    methods = list(plan.methods)
     reference = reference_method()
     sections = sections_for(methods)
     tables: dict[str, list] = {}
@@ -229,22 +254,17 @@ def build_results(ctx: RunContext) -> dict:
                 section_tables[name][str(shots)] = t
     first = next(iter(lg_infos.values()), {})
     return {
-        "experiment": cfg.exp_name,
-        "budget": cfg.budget.name,
-        "seed": cfg.seed,
+        "experiment": plan.experiment,
+        "budget": plan.budget,
+        "seed": plan.seed,
         "collective_seeds": seeds,
-        "collective_mode": cfg.collective.get("mode", "continual"),
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "collective_mode": plan.collective_mode,
+        "data": plan.data,
         "protocol": {
-            "ways": icfg.ways,
+            "ways": plan.protocol["ways"],
             "shots": [int(s) for s in tables],
-            "target_tasks_per_seed": icfg.n_tasks,
-            "seeds": list(icfg.seeds),
-            "mode": icfg.protocol,
-            "epochs": icfg.epochs,
-            "batch_size": icfg.batch_size,
-            "lr": icfg.lr,
-        },  # fmt: skip
+            **{k: v for k, v in plan.protocol.items() if k != "ways"},
+        },
         "confidence_interval": CI_TEXT.format(reference=reference),
         "paired_definition": PAIRED_TEXT.format(reference=reference),
         "reference": reference,
