@@ -87,10 +87,9 @@ def main() -> None:
         )
     for seed, w in res["selected_window"].items():
         f, s = w.get("first", {}), w.get("second", {})
-        same = f.get("blocks") == s.get("blocks")
-        print(
-            f"window {seed}: first {f.get('blocks')}, second {s.get('blocks')} ({'same' if same else 'DIFFERENT'})"
-        )
+        verdict = ("only in one run" if None in (f.get("blocks"), s.get("blocks"))
+                   else "same" if f.get("blocks") == s.get("blocks") else "DIFFERENT")  # fmt: skip
+        print(f"window {seed}: first {f.get('blocks')}, second {s.get('blocks')} ({verdict})")
     write_json(args.json, res)
 
 
