@@ -74,7 +74,10 @@ def profile(run: Path) -> dict:
         row["computations"] += 1
         row["wall_s"] += comp.get("wall_time_s") or 0.0
         train = sum(t.get("train_time_s") or 0.0 for t in comp["tasks"])
-        row["train_s"] += train + (comp["info"].get("meta_train_time_s") or 0.0)
+        # meta-trained weights are shared by the shot counts (trained once, then loaded): a computation whose wall
+        # time is shorter than the meta-training loaded them, and its record repeats the time it took
+        meta = comp["info"].get("meta_train_time_s") or 0.0
+        row["train_s"] += train + (meta if meta <= (comp.get("wall_time_s") or 0.0) else 0.0)
         if ways and epochs and e["method"] not in ("linear_probe", "prototype", "protonet", "maml"):
             row["samples"] += len(comp["tasks"]) * e["shots"] * ways * epochs
     for row in methods.values():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -103,6 +104,38 @@ def test_study_time_profile_reads_a_finished_run(finished_run, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_time_profile.py"), str(tmp_path)],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode != 0 and "timings.json" in bad.stderr
+
+
+def test_study_time_profile_counts_shared_meta_training_once(finished_run, tmp_path):
+    """The 20-shot MAML computation loads the weights the 10-shot one meta-trained; its record repeats the
+    meta-training time, which must not be counted twice."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    task = [{"seed": 0, "task": 0, "acc": 0.5, "train_time_s": 2.0}]
+    comps = {
+        "a": {
+            "wall_time_s": 100.0,
+            "tasks": task,
+            "info": {"meta_train_time_s": 95.0},
+            "first_entry": "maml@10",
+        },
+        "b": {
+            "wall_time_s": 5.0,
+            "tasks": task,
+            "info": {"meta_train_time_s": 95.0},
+            "first_entry": "maml@20",
+        },
+    }
+    entries = {f"maml@{k}": {"method": "maml", "shots": k, "computation": c, "collective_seed": 0}
+               for k, c in ((10, "a"), (20, "b"))}  # fmt: skip
+    (run / "individual").mkdir(exist_ok=True)
+    (run / "individual" / "results_raw.json").write_text(
+        json.dumps({"computations": comps, "entries": entries})
+    )
+    out = tmp_path / "profile.json"
+    run_script("study_time_profile.py", str(run), "--json", str(out))
+    maml = json.loads(out.read_text())["profiles"][0]["individual"]["maml"]
+    assert maml["wall_s"] == 105.0 and maml["train_s"] == 95.0 + 2 * 2.0
 
 
 def _fake_run(root, accs: list[float], window: list[str], final_acc: float):
