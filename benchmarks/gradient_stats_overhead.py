@@ -41,7 +41,7 @@ TAU = 5e-10  # criterion.tau (the public code's threshold on CIFAR)
 
 
 def run(net, x, y, probe_x, args, with_stats: bool) -> float:
-    """One fit of the task; with the callback exactly as the collective stage builds it (fit.make_callbacks)."""
+    """One fit of the task; with the callback as the collective stage builds it (CollectiveSettings.callbacks)."""
     optimizer = functools.partial(torch.optim.SGD, lr=0.001, momentum=0.9, weight_decay=5e-4)
     module = CollectiveModule(net, optimizer=optimizer)
     module.log = lambda *a, **k: None

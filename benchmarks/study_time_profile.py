@@ -75,7 +75,8 @@ def profile(run: Path) -> dict:
         row["wall_s"] += comp.get("wall_time_s") or 0.0
         train = sum(t.get("train_time_s") or 0.0 for t in comp["tasks"])
         # meta-trained weights are shared by the shot counts (trained once, then loaded): a computation whose wall
-        # time is shorter than the meta-training loaded them, and its record repeats the time it took
+        # time is shorter than the meta-training loaded them, and its record repeats the time it took (weights
+        # meta-trained in an interrupted invocation are counted nowhere: their time is not in any wall time either)
         meta = comp["info"].get("meta_train_time_s") or 0.0
         row["train_s"] += train + (meta if meta <= (comp.get("wall_time_s") or 0.0) else 0.0)
         if ways and epochs and e["method"] not in ("linear_probe", "prototype", "protonet", "maml"):

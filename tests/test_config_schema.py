@@ -194,3 +194,16 @@ def test_a_run_without_methods_passes_the_data_limits(tmp_path):
     cfg = compose(["methods=[]", "stage=[collective,learngene]"], tmp_path)
     check_config(cfg)
     check_data_limits(cfg, make_image_set(per_class_train=60))
+
+
+@pytest.mark.parametrize(
+    ("removed", "message"),
+    [
+        ("~criterion.statistic", r"criterion.statistic=None: valid values are \['paper_signed_frac'"),
+        ("~data.mean", r"data.mean=None: must be 'auto'"),
+        ("~stage", r"stage=\[\]: must list at least one of"),
+    ],
+)
+def test_a_removed_key_with_a_check_function_is_refused_before_any_work(removed, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose([removed], tmp_path))

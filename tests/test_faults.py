@@ -208,6 +208,23 @@ def test_sigterm_stops_with_143_and_the_rerun_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_signal_the_process_ignores_stays_ignored_and_ddp_leaves_ctrl_c_to_lightning(tmp_path):
+    from experiments.pipeline.runner import _one_process
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a background job or nohup
+    try:
+        with StopOnSignal():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # ignored: nothing raised
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with StopOnSignal(sigint=False):
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert _one_process(compose([], tmp_path)) and not _one_process(compose(["trainer=ddp"], tmp_path))
+
+
 def test_ctrl_c_during_a_fit_stops_with_130_and_says_how_to_resume(tmp_path):
     """Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``; the run's own SIGINT handler
     comes first, so Ctrl-C reads as a stop (130) with the resume line, as SIGTERM does."""

@@ -202,9 +202,14 @@ def check_node(node: DictConfig, key: str, hints: dict[str, Any], unknown: Calla
         if k not in names and k not in HYDRA_KEYS:
             problem(f"{key}.{k}", unknown(str(k), names))
     for name, hint in hints.items():
-        if name not in node.keys():  # noqa: SIM118 -- ``in`` is False for a missing mandatory value
-            continue
         full = f"{key}.{name}" if key else name
+        if name not in node.keys():  # noqa: SIM118 -- ``in`` is False for a missing mandatory value
+            if (
+                any(callable(m) for m in typing.get_args(hint)[1:])
+                and typing.get_origin(hint) is typing.Annotated
+            ):
+                check_value(full, None, hint)  # a key with a check function is checked when absent too
+            continue
         try:
             value = get(node, name, label=full)
         except ConfigError as err:

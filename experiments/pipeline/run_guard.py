@@ -110,9 +110,13 @@ class StopOnSignal:
 
     Lightning's own handling would end ``fit`` with status 0 on SIGTERM and ``sys.exit(1)`` on a
     ``KeyboardInterrupt``; raising our own exception first keeps a stopped run from looking finished (or failed)
-    to ``run && next`` or a job array, and lets the entry point say how to resume."""
+    to ``run && next`` or a job array, and lets the entry point say how to resume. ``sigint=False`` leaves Ctrl-C
+    to Lightning, whose KeyboardInterrupt path also kills the data-parallel worker processes (the runner passes it
+    for multi-process runs); a signal the process was started ignoring (``nohup``, a background job) stays
+    ignored."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    def __init__(self, sigint: bool = True) -> None:
+        self.signals = (signal.SIGTERM, signal.SIGINT) if sigint else (signal.SIGTERM,)
 
     def __enter__(self) -> StopOnSignal:
         def handler(signum, frame):
@@ -120,8 +124,13 @@ class StopOnSignal:
 
         self.previous: dict[int, object] = {}
         try:
-            for signum in self.SIGNALS:
-                self.previous[signum] = signal.getsignal(signum)
+            for signum in self.signals:
+                previous = signal.getsignal(signum)
+                if previous is signal.SIG_IGN:
+                    continue
+                self.previous[signum] = (
+                    signal.SIG_DFL if previous is None else previous
+                )  # None: set outside Python
                 signal.signal(signum, handler)
         except ValueError:  # not the main thread: leave signals alone
             self.previous = {}

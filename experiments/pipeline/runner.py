@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from experiments.pipeline import STAGES
 from experiments.pipeline.collective import run_collective
@@ -104,7 +104,7 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
     lock = RunLock(out) if dist.is_rank_zero() else contextlib.nullcontext()
     stage = {"name": "start"}
     try:
-        with lock, StopOnSignal():
+        with lock, StopOnSignal(sigint=_one_process(cfg)):
             return _run_stages(cfg, out, stage)
     except (RunInterrupted, SIGTERMException, KeyboardInterrupt) as err:
         name = (
@@ -115,6 +115,19 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
             else "SIGTERM"
         )
         raise RunInterrupted(name).with_context(stage["name"], out) from None
+
+
+def _one_process(cfg: DictConfig) -> bool:
+    """Whether the run trains in this process alone (no data-parallel workers for a Ctrl-C to reach)."""
+    t = cfg.trainer
+    devices = t.get("devices", 1)
+    if int(t.get("num_nodes", 1)) > 1 or isinstance(devices, list | ListConfig) and len(devices) > 1:
+        return False
+    if devices == "auto" or devices == -1:
+        import torch
+
+        return str(t.get("accelerator")) == "cpu" or torch.cuda.device_count() <= 1
+    return devices in (1, "1")
 
 
 def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:

@@ -65,16 +65,32 @@ class CollectiveSettings:
             growth_noise=float(growth.noise),
             ewc=functools.partial(build, c.ewc.penalty, "collective.ewc.penalty") if c.ewc.enabled else None,
             ewc_fisher=str(c.ewc.fisher), ewc_fisher_samples=int(c.ewc.fisher_samples),
-            tau=float(crit.tau), probe_images=int(crit.probe_images or 0), fisher_samples=int(crit.fisher_samples),
+            tau=crit.tau, probe_images=int(crit.probe_images or 0), fisher_samples=int(crit.fisher_samples),
             after_task=crit.after_task, input_size=int(cfg.data.image_size),
             channels_last=bool(cfg.compute.channels_last), compile=bool(cfg.compute.compile),
-            net=build(cfg.model.net, "model.net"), optimizer=build(c.optimizer, "collective.optimizer"),
-            lr_schedule=schedule_factory(c.get("lr_schedule"), mode),
+            net=_fresh(cfg.model.net, "model.net"), optimizer=_fresh(c.optimizer, "collective.optimizer"),
+            lr_schedule=(functools.partial(_fresh_schedule, c.get("lr_schedule"), mode)
+                         if schedule_factory(c.get("lr_schedule"), mode) is not None else None),
             lr_schedule_node=resolved_node(c.get("lr_schedule"), mode),
-            module=build(c.module, "collective.module"),
-            datamodule=build(c.datamodule[mode], f"collective.datamodule.{mode}"),
+            module=_fresh(c.module, "collective.module"),
+            datamodule=_fresh(c.datamodule[mode], f"collective.datamodule.{mode}"),
             callbacks=functools.partial(_task_callbacks, nodes),
         )  # fmt: skip
+
+
+def _build_and_call(node, key: str, *args, **kwargs):
+    return build(node, key)(*args, **kwargs)
+
+
+def _fresh(node, key: str) -> Callable:
+    """A builder that instantiates ``node`` anew at every call, so nothing a partial's arguments build (a nested
+    ``_target_``) is shared between tasks or seeds, exactly as instantiating it at each use did."""
+    build(node, key)  # a node that cannot be built fails here, once, naming its key
+    return functools.partial(_build_and_call, node, key)
+
+
+def _fresh_schedule(node, mode: str, *args, **kwargs):
+    return schedule_factory(node, mode)(*args, **kwargs)
 
 
 def _task_callbacks(nodes: list, inputs: TaskInputs) -> list:
