@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, compose
+from conftest import ROOT, TINY, compose, kill_collective_after_task
 
 from experiments.pipeline.config_check import check_config
 from experiments.pipeline.run_guard import RunInterrupted, RunLock, StopOnSignal
@@ -350,6 +350,26 @@ def test_timings_add_up_over_a_resume(tmp_path):
         sum(r["stages_s"]["collective"] for r in t["invocations"]), abs=0.2
     )
     assert t["total_s"]["collective"] >= first["total_s"]["collective"]
+
+
+def test_a_stopped_stage_s_time_is_recorded_and_the_resume_adds_to_it(tmp_path, monkeypatch):
+    args = [*TINY, "stage=[collective]", "budget.collective_tasks=3"]
+    undo_kill = kill_collective_after_task(monkeypatch, 1)
+    with pytest.raises(RunInterrupted):
+        run_pipeline(compose(args, tmp_path), tmp_path)
+    undo_kill()
+    stopped = json.loads((tmp_path / "timings.json").read_text())["invocations"]
+    assert (
+        len(stopped) == 1
+        and stopped[0]["stopped_in"] == "collective"
+        and stopped[0]["stages_s"]["collective"] > 0
+    )
+    run_pipeline(compose(args, tmp_path), tmp_path)
+    t = json.loads((tmp_path / "timings.json").read_text())
+    assert [("stopped_in" in r) for r in t["invocations"]] == [True, False]
+    assert t["total_s"]["collective"] == pytest.approx(
+        sum(r["stages_s"]["collective"] for r in t["invocations"]), abs=0.2
+    )
 
 
 # -- follow a run ----------------------------------------------------------------------------------------------

@@ -149,13 +149,18 @@ def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
         for name in cfg.stage:
             current["name"] = name
             stage = STAGE_FUNCTIONS[name]
-            start = time.perf_counter()
+            start, finished = time.perf_counter(), False
             log.info("stage %s ... (reads %s; writes %s)", name, stage.reads, stage.writes)
-            outputs[name] = stage.run(ctx)
-            ctx.timings[name] = round(time.perf_counter() - start, 1)
+            try:
+                outputs[name] = stage.run(ctx)
+                finished = True
+            finally:  # a stopped stage's time counts too, so a resumed run's total is the time it took
+                ctx.timings[name] = round(time.perf_counter() - start, 1)
+                if dist.is_rank_zero():
+                    _record_timings_safely(
+                        out / "timings.json", ctx.timings, invocation, None if finished else name
+                    )
             log.info("stage %s done in %.1fs", name, ctx.timings[name])
-            if dist.is_rank_zero():
-                record_timings(out / "timings.json", ctx.timings, invocation)
     finally:
         _finalize_loggers(ctx.loggers, failed=sys.exc_info()[0] is not None)
     return outputs.get("report")
@@ -181,9 +186,23 @@ def _finalize_loggers(loggers: list, failed: bool) -> None:
             finish(logger, failed)
 
 
-def record_timings(path: Path, timings: dict[str, float], invocation: str) -> None:
+def _record_timings_safely(
+    path: Path, timings: dict[str, float], invocation: str, stopped_in: str | None
+) -> None:
+    try:
+        record_timings(path, timings, invocation, stopped_in)
+    except Exception as err:  # bookkeeping: never hide the error or the stop that ended the stage
+        if stopped_in is None:
+            raise
+        log.warning("timings.json not updated: %s", err)
+
+
+def record_timings(
+    path: Path, timings: dict[str, float], invocation: str, stopped_in: str | None = None
+) -> None:
     """``timings.json``: seconds per stage summed over every invocation (a resumed run adds to the time of
-    the interrupted one), and each invocation's own seconds."""
+    the interrupted one; a stage stopped by a signal or an error counts up to the stop, and its invocation says
+    ``stopped_in``; a process killed outright, SIGKILL, records nothing), and each invocation's own seconds."""
     old = {}
     if path.exists():
         try:
@@ -193,7 +212,13 @@ def record_timings(path: Path, timings: dict[str, float], invocation: str) -> No
                 "%s; it is written anew with this invocation's timings only", str(err).split("; delete")[0]
             )
     runs = [r for r in old.get("invocations", []) if r.get("started") != invocation]
-    runs.append({"started": invocation, "stages_s": dict(timings)})
+    runs.append(
+        {
+            "started": invocation,
+            "stages_s": dict(timings),
+            **({"stopped_in": stopped_in} if stopped_in else {}),
+        }
+    )
     total: dict[str, float] = {}
     for r in runs:
         for k, v in r["stages_s"].items():
