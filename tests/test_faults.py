@@ -166,8 +166,22 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
         pass
 
 
+@pytest.fixture
+def interactive_sigint():
+    """SIGINT as in an interactive Python (KeyboardInterrupt), whatever this process inherited: a test run started
+    as a background job of a non-interactive shell starts with SIGINT ignored, and a run keeps that."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_default() -> None:
+    """Popen's preexec_fn: the child starts with SIGINT at its default, so Python installs KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_inside_an_except_exception_block_still_stops_the_run(signum):
+def test_a_signal_inside_an_except_exception_block_still_stops_the_run(signum, interactive_sigint):
     """The handler raises wherever the main thread is; library code there that catches ``Exception`` (inspect's
     signature probing inside Lightning's ``self.log`` turned it into a TypeError, exit 1 instead of 143) must not
     swallow the stop."""
@@ -208,7 +222,9 @@ def test_sigterm_stops_with_143_and_the_rerun_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_signal_the_process_ignores_stays_ignored_and_ddp_leaves_ctrl_c_to_lightning(tmp_path):
+def test_a_signal_the_process_ignores_stays_ignored_and_ddp_leaves_ctrl_c_to_lightning(
+    tmp_path, interactive_sigint
+):
     from experiments.pipeline.runner import _one_process
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a background job or nohup
@@ -231,8 +247,8 @@ def test_ctrl_c_during_a_fit_stops_with_130_and_says_how_to_resume(tmp_path):
     out = tmp_path / "interrupted"
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     args = [*TINY, "stage=[collective]", "budget.collective_tasks=3", "budget.collective_epochs=4"]
-    proc = subprocess.Popen([sys.executable, RUN_PY, *args, f"paths.output_dir={out}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, RUN_PY, *args, f"paths.output_dir={out}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)  # fmt: skip
     deadline = time.monotonic() + 120
     while not (out / C0 / "task_00.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
