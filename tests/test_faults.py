@@ -180,6 +180,20 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _signal_after_the_first_task(args: list[str], out: Path, signum: int) -> tuple[int, str]:
+    """Run the pipeline in a child process, send it ``signum`` once its first collective task is recorded, and
+    return its exit status and stderr."""
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, RUN_PY, *args, f"paths.output_dir={out}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / C0 / "task_00.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_inside_an_except_exception_block_still_stops_the_run(signum, interactive_sigint):
     """The handler raises wherever the main thread is; library code there that catches ``Exception`` (inspect's
@@ -201,15 +215,10 @@ def test_sigterm_stops_with_143_and_the_rerun_resumes_exactly(tmp_path):
     straight = tmp_path / "straight"
     assert cli(*args, f"paths.output_dir={straight}").returncode == 0
     killed = tmp_path / "killed"
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, RUN_PY, *args, "budget.collective_epochs=4", f"paths.output_dir={killed}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (killed / C0 / "task_00.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
+    returncode, err = _signal_after_the_first_task(
+        [*args, "budget.collective_epochs=4"], killed, signal.SIGTERM
+    )
+    assert returncode == 143, err[-2000:]
     assert "stopped by SIGTERM during stage collective" in err and "rerun the same command" in err
     assert "Traceback" not in err
     # the rerun (the same settings as the straight run) resumes at the first unfinished task, exactly
@@ -244,17 +253,9 @@ def test_a_signal_the_process_ignores_stays_ignored_and_ddp_leaves_ctrl_c_to_lig
 def test_ctrl_c_during_a_fit_stops_with_130_and_says_how_to_resume(tmp_path):
     """Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``; the run's own SIGINT handler
     comes first, so Ctrl-C reads as a stop (130) with the resume line, as SIGTERM does."""
-    out = tmp_path / "interrupted"
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     args = [*TINY, "stage=[collective]", "budget.collective_tasks=3", "budget.collective_epochs=4"]
-    proc = subprocess.Popen([sys.executable, RUN_PY, *args, f"paths.output_dir={out}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (out / C0 / "task_00.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    returncode, err = _signal_after_the_first_task(args, tmp_path / "interrupted", signal.SIGINT)
+    assert returncode == 130, err[-2000:]
     assert "stopped by SIGINT during stage collective" in err and "Traceback" not in err
 
 
