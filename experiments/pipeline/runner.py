@@ -124,8 +124,6 @@ def _one_process(cfg: DictConfig) -> bool:
     if int(t.get("num_nodes", 1)) > 1 or isinstance(devices, list | ListConfig) and len(devices) > 1:
         return False
     if devices == "auto" or devices == -1:
-        import torch
-
         return str(t.get("accelerator")) == "cpu" or torch.cuda.device_count() <= 1
     return devices in (1, "1")
 
