@@ -42,8 +42,8 @@ class CriterionStatsCallback(L.Callback):
         i = task_inputs
         self.csv_path = Path(i.stats_csv) if i.stats_csv else None
         self.tau, self.task, self.every = float(i.tau), int(i.task), max(1, int(every_n_steps))
-        self.step_stats = statistics("step")
-        self.task_stats = statistics("task") if task_statistics else []
+        self.step_stats = statistics("step", i.statistic_options)
+        self.task_stats = statistics("task", i.statistic_options) if task_statistics else []
         self.probe_args = (i.probe_x, i.fisher_batches, i.fisher_samples, i.classes)
         self.probe: TaskProbe | None = None
         self.rows: list[dict] = []  # this task's rows

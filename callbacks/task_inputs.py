@@ -5,8 +5,8 @@ callback that needs nothing of the task is configured without ``_partial_`` and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,3 +27,4 @@ class TaskInputs:
     )
     fisher_samples: int = 64  # how many images fisher_batches yields (criterion.fisher_samples)
     classes: int | None = None  # relative labels: the head's classes per task; None: global labels
+    statistic_options: Mapping[str, Mapping] = field(default_factory=dict)  # criterion.options

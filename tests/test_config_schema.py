@@ -57,6 +57,39 @@ def test_a_built_in_method_s_option_is_typed():
         check_config(compose(["methods.prototype.metric=manhattan"]))
 
 
+def test_a_statistic_s_own_options_are_checked_against_its_signature(tmp_path):
+    """A statistic declares its options as keyword-only parameters where it is registered; no central list."""
+    from learngene_core.criterion.registry import register_statistic, unregister_statistic
+
+    @register_statistic("toy_scaled", "step", "an extension statistic with two options")
+    def toy_scaled(grad, weight, tau, *, scale: Annotated[float, Range(gt=0)] = 1.0,
+                   reduce: Literal["mean", "max"] = "mean"):  # fmt: skip
+        return scale * (grad.abs().mean() if reduce == "mean" else grad.abs().max())
+
+    try:
+        check_config(compose(["+criterion.options.toy_scaled.scale=2.5", "+criterion.options.toy_scaled.reduce=max"],
+                             tmp_path))  # fmt: skip
+        with pytest.raises(ConfigError) as err:
+            check_config(compose(["+criterion.options.toy_scaled.scale=0", "+criterion.options.toy_scaled.reduse=max",
+                                  "+criterion.options.toy_scaeld.scale=2", "+criterion.options.abs_frac.x=1"],
+                                 tmp_path))  # fmt: skip
+    finally:
+        unregister_statistic("toy_scaled")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "4 problems in the configuration:", lines
+    unregistered = [x for x in lines[1:] if x.startswith("  criterion.options.toy_scaeld")]
+    assert len(unregistered) == 1 and unregistered[0].startswith(
+        "  criterion.options.toy_scaeld: 'toy_scaeld' is not a registered statistic; did you mean 'toy_scaled'?; "
+        "registered: ['paper_signed_frac',"
+    )
+    assert set(lines[1:]) - set(unregistered) == {
+        "  criterion.options.toy_scaled.scale=0: must be a number > 0",
+        "  criterion.options.toy_scaled.reduse is not an option of statistic toy_scaled; did you mean 'reduce'?; "
+        "options: ['reduce', 'scale']",
+        "  criterion.options.abs_frac.x is not an option of statistic abs_frac; options: []",
+    }
+
+
 def source_with_own_key(image_size: int, split: str = "default", split_file: str | None = None,
                         fraction: float = 1.0):  # fmt: skip
     """A data source with a setting of its own (never called: the checks read its signature)."""

@@ -30,6 +30,34 @@ def test_statistics_of_a_hand_made_gradient_match_their_definitions():
     assert get_statistic("paper_signed_frac").paper
 
 
+def test_a_statistic_s_options_reach_its_function_and_an_option_needs_a_default(tmp_path):
+    from learngene_core.criterion.registry import register_statistic, unregister_statistic
+
+    @register_statistic("scaled_mean_abs", "step", "mean |g| times `scale`")
+    def scaled_mean_abs(grad, weight, tau, *, scale: float = 1.0):
+        return scale * grad.abs().mean()
+
+    try:
+        g, w = torch.tensor([1.0, -3.0]), torch.ones(2)
+        assert step_statistics(statistics("step"), [g], [w], tau=0.5)[-1] == pytest.approx(2.0)
+        bound = statistics("step", {"scaled_mean_abs": {"scale": 10.0}})
+        assert step_statistics(bound, [g], [w], tau=0.5)[-1] == pytest.approx(20.0)
+        net, trainer = _tiny_net(), _Trainer()  # and through the callback's task inputs
+        cb = CriterionStatsCallback(TaskInputs(task=0, stats_csv=tmp_path / "g.csv", tau=1e-8,
+                                               statistic_options={"scaled_mean_abs": {"scale": 10.0}}),
+                                    task_statistics=False)  # fmt: skip
+        _run_epoch(cb, net, trainer, steps=2, lr=0.05)
+        rows = read_rows(tmp_path / "g.csv")
+        value = {(r["layer"], r["statistic"]): r["value"] for r in rows}
+        assert value["conv1", "scaled_mean_abs"] == pytest.approx(10 * value["conv1", "mean_abs"], rel=1e-5)
+        with pytest.raises(ValueError, match=r"has no option \['scael'\]; options: \['scale'\]"):
+            statistics("step", {"scaled_mean_abs": {"scael": 2.0}})
+    finally:
+        unregister_statistic("scaled_mean_abs")
+    with pytest.raises(ValueError, match=r"keyword-only parameters \['scale'\] need a default"):
+        register_statistic("no_default", "step", "x")(lambda grad, weight, tau, *, scale: grad.sum())
+
+
 def test_several_weights_of_a_block_are_one_statistic():
     g1, g2 = torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.0, 0.0])
     w1, w2 = torch.ones(2), torch.ones(3)

@@ -44,15 +44,15 @@ def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_pa
     from experiments.methods.registry import register_method, unregister_method
     from learngene_core.criterion.registry import register_statistic, unregister_statistic
 
-    @register_statistic("toy_depth", "task", "a planted statistic: lowest for blocks conv5-conv7")
-    def toy_depth(probe):
-        return [0.0 if 4 <= i <= 6 else 1.0 + i for i in range(len(probe.start_weights))]
+    @register_statistic("toy_depth", "task", "a planted statistic: lowest for the three blocks from `start`")
+    def toy_depth(probe, *, start: int = 0):  # its own option, set below as criterion.options.toy_depth.start
+        return [0.0 if start <= i <= start + 2 else 1.0 + i for i in range(len(probe.start_weights))]
 
     register_method("toy", "toy (a constant classifier)")(toy)
     try:
         cfg = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy._target_=test_extending.toy",
                        "+methods.toy._partial_=true", "+methods.toy.accuracy=0.25",
-                       "criterion.statistic=toy_depth"], tmp_path)  # fmt: skip
+                       "criterion.statistic=toy_depth", "+criterion.options.toy_depth.start=4"], tmp_path)  # fmt: skip
         result = run_pipeline(cfg, tmp_path)
     finally:
         unregister_method("toy")
@@ -61,7 +61,11 @@ def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_pa
     assert rows["toy"]["mean"] == 0.25 and rows["toy"]["label"] == "toy (a constant classifier)"
     assert rows["toy"]["paired"]["n"] == 2  # paired with scratch like every method
     info = json.loads((tmp_path / "learngene/seed_0/learngene.json").read_text())
-    assert info["selected"]["blocks"] == ["conv5", "conv6", "conv7"]  # the new statistic chose the window
+    assert info["selected"]["blocks"] == [
+        "conv5",
+        "conv6",
+        "conv7",
+    ]  # the statistic, with its option, chose it
     assert (
         "toy_depth" in info["all_statistics"]
         and "toy (a constant classifier)" in (tmp_path / "results.md").read_text()

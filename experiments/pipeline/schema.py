@@ -76,6 +76,35 @@ def registered_statistic(key: str, value: Any) -> None:
         _invalid(key, value, f"valid values are {statistic_names()}")
 
 
+def statistic_options(key: str, value: Any) -> None:
+    """``criterion.options``: {statistic: {option: value}}; a statistic's options are its function's keyword-only
+    parameters (learngene_core/criterion/registry.py), each value checked against the parameter's annotation."""
+    from experiments.pipeline.config_schema import check_node, hints_of, problem, suggest
+    from learngene_core.criterion.registry import get_statistic, statistic_names
+
+    if value is None:
+        return
+    if not isinstance(value, DictConfig):
+        _invalid(key, value, "must be a mapping {statistic: {option: value}}")
+    for name, node in value.items():
+        full = f"{key}.{name}"
+        if name not in statistic_names():
+            problem(full, f"{full}: {name!r} is not a registered statistic{suggest(str(name), statistic_names())}; "
+                          f"registered: {statistic_names()}")  # fmt: skip
+            continue
+        stat = get_statistic(str(name))
+        hints = hints_of(stat.fn)
+        options = {n: hints.get(n, Any) for n in stat.options()}
+        if not isinstance(node, DictConfig):
+            problem(full, f"{full}={node!r}: must be a mapping of {name}'s options {sorted(options)}")
+            continue
+
+        def unknown(k: str, valid: set, full: str = full, name: str = name) -> str:
+            return f"{full}.{k} is not an option of statistic {name}{suggest(k, valid)}; options: {sorted(valid)}"
+
+        check_node(node, full, options, unknown)
+
+
 def scheduler_node(key: str, node: Any) -> None:
     """null (the mode's default) or a ``_target_`` node whose factory builds a scheduler (tried on a dummy
     optimizer, so a bad value is refused before any work)."""
@@ -219,6 +248,7 @@ class Criterion:
     window: Count | None
     probe_images: Count
     fisher_samples: Positive
+    options: Annotated[Any, statistic_options]  # per statistic, its options (checked against its signature)
 
 
 @dataclass

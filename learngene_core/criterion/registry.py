@@ -16,13 +16,20 @@ so every statistic is oriented "low = settled". Registering a statistic is one d
     @register_statistic("my_stat", kind="task", description="...")
     def my_stat(probe): return [...]
 
+A statistic's own options are its function's keyword-only parameters, each with a default and a type annotation
+(``def my_stat(probe, *, power: float = 1.0)``); a run sets them as ``criterion.options.my_stat.power=2``, and the
+config check refuses an unknown option or a value that does not fit its annotation, as for the suite's own keys.
 Every registered statistic is recorded in every run; ``criterion.statistic`` selects by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 KINDS = ("step", "task")
 NORMALISATIONS = (None, "first_task")
@@ -37,6 +44,22 @@ class Statistic:
     normalise: str | None = None
     paper: bool = False  # the paper's own statistic
 
+    def options(self) -> dict[str, inspect.Parameter]:
+        """The statistic's own options: its function's keyword-only parameters."""
+        params = inspect.signature(self.fn).parameters.values()
+        return {p.name: p for p in params if p.kind is p.KEYWORD_ONLY}
+
+    def with_options(self, options: Mapping[str, Any] | None) -> Statistic:
+        """This statistic with ``options`` bound (the others keep their defaults)."""
+        if not options:
+            return self
+        unknown = sorted(set(options) - set(self.options()))
+        if unknown:
+            raise ValueError(
+                f"statistic {self.name!r} has no option {unknown}; options: {sorted(self.options())}"
+            )
+        return dataclasses.replace(self, fn=functools.partial(self.fn, **dict(options)))
+
 
 STATISTICS: dict[str, Statistic] = {}
 
@@ -50,7 +73,13 @@ def register_statistic(
         raise ValueError(f"normalise={normalise!r}; valid: {list(NORMALISATIONS)}")
 
     def deco(fn: Callable) -> Callable:
-        STATISTICS[name] = Statistic(name, kind, fn, description, normalise, paper)
+        stat = Statistic(name, kind, fn, description, normalise, paper)
+        bare = [n for n, p in stat.options().items() if p.default is p.empty]
+        if bare:
+            raise ValueError(
+                f"statistic {name!r}: keyword-only parameters {bare} need a default (options are optional)"
+            )
+        STATISTICS[name] = stat
         return fn
 
     return deco
@@ -60,10 +89,14 @@ def unregister_statistic(name: str) -> None:
     STATISTICS.pop(name, None)
 
 
-def statistics(kind: str | None = None) -> list[Statistic]:
-    """The registered statistics (of one kind), in registration order."""
+def statistics(kind: str | None = None, options: Mapping[str, Mapping] | None = None) -> list[Statistic]:
+    """The registered statistics (of one kind), in registration order; ``options``: statistic name -> its options
+    (``criterion.options``), bound into each function."""
     load_builtin()
-    return [s for s in STATISTICS.values() if kind is None or s.kind == kind]
+    options = options or {}
+    return [
+        s.with_options(options.get(s.name)) for s in STATISTICS.values() if kind is None or s.kind == kind
+    ]
 
 
 def statistic_names() -> list[str]:

@@ -32,7 +32,7 @@ def task_inputs(ctx, t: int, csv_path: Path, probe_x, dm: SequentialTasksDataMod
         task=t, stats_csv=csv_path, tau=s.tau,
         probe_x=ctx.augment.eval(probe_x.to(ctx.device)) if probe_x is not None else None,
         fisher_batches=lambda: dm.fisher_batches(t, samples=s.fisher_samples),
-        fisher_samples=s.fisher_samples, classes=s.relative,
+        fisher_samples=s.fisher_samples, classes=s.relative, statistic_options=s.statistic_options,
     )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from callbacks.task_inputs import TaskInputs
 from experiments.pipeline.objects import build
@@ -35,6 +35,7 @@ class CollectiveSettings:
     tau: float
     probe_images: int
     fisher_samples: int
+    statistic_options: dict  # criterion.options: statistic name -> its options
     after_task: int | None  # the learngene's source task (kept by checkpoint pruning)
     input_size: int
     channels_last: bool
@@ -66,6 +67,7 @@ class CollectiveSettings:
             ewc=functools.partial(build, c.ewc.penalty, "collective.ewc.penalty") if c.ewc.enabled else None,
             ewc_fisher=str(c.ewc.fisher), ewc_fisher_samples=int(c.ewc.fisher_samples),
             tau=crit.tau, probe_images=int(crit.probe_images or 0), fisher_samples=int(crit.fisher_samples),
+            statistic_options=OmegaConf.to_container(crit.options, resolve=True) if crit.get("options") else {},
             after_task=crit.after_task, input_size=int(cfg.data.image_size),
             channels_last=bool(cfg.compute.channels_last), compile=bool(cfg.compute.compile),
             net=_fresh(cfg.model.net, "model.net"), optimizer=_fresh(c.optimizer, "collective.optimizer"),
