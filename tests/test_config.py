@@ -232,6 +232,29 @@ def test_more_combinations_that_are_refused(overrides, message, tmp_path):
         check_config(compose(overrides, tmp_path))
 
 
+def test_the_number_of_training_processes_is_read_one_way_for_every_devices_form(monkeypatch):
+    """The batch-split check and the Ctrl-C handling share it: devices x nodes, "auto" and -1 counting GPUs."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from experiments.pipeline.plan import trainer_processes
+
+    def n(**t):
+        return trainer_processes(OmegaConf.create(t))
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [n(devices=1), n(devices=2, num_nodes=3), n(devices=[0, 2]), n(devices="0,1,3"), n(devices="2")] == [
+        1, 6, 2, 3, 2]  # fmt: skip
+    assert [n(devices="auto", accelerator="gpu"), n(devices=-1, accelerator="auto"), n(devices="auto",
+            accelerator="cpu"), n(devices="auto", accelerator="cpu", num_nodes=2)] == [4, 4, 1, 2]  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert n(devices="auto", accelerator="auto") == 1
+    with pytest.raises(
+        ConfigError, match=r"collective.batch_size=63: is the global batch, split over 2 processes"
+    ):
+        check_config(compose(["trainer.devices=[0,1]", "collective.batch_size=63"]))
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

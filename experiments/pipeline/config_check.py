@@ -8,12 +8,13 @@ Each problem is reported as one line naming the key, the bad value and what is v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.pipeline import run_files
 from experiments.pipeline.config_schema import all_problems, check_typed, check_value, fail, get, problem
+from experiments.pipeline.plan import trainer_processes
 from learngene_core.bounds import Range
 from learngene_core.errors import ConfigError
 
@@ -72,14 +73,6 @@ def check_model(cfg: DictConfig) -> None:
                 e,
                 f"entries are [block index 0..{blocks - 1}, units >= 1]{deepen}",
             )
-
-
-def _devices(devices: Any) -> int:
-    if isinstance(devices, int):
-        return max(1, devices)
-    if isinstance(devices, list | ListConfig):
-        return max(1, len(devices))
-    return 1  # "auto" or a string: Lightning decides; the data module checks again at fit time
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -147,7 +140,7 @@ def _check_compute(cfg: DictConfig, stages: list[str]) -> None:
             "the learngene stage reads the criterion statistics: keep callbacks.criterion_stats",
         )
     check_value("trainer.num_nodes", get(cfg, "trainer.num_nodes"), Annotated[int, Range(ge=1)])
-    world = int(get(cfg, "trainer.num_nodes")) * _devices(get(cfg, "trainer.devices"))
+    world = trainer_processes(get(cfg, "trainer"))
     b = get(cfg, "collective.batch_size")
     if world > 1 and b % world:
         fail("collective.batch_size", b, f"is the global batch, split over {world} processes: use a multiple of "

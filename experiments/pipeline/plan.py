@@ -3,12 +3,32 @@ plan) and the target tasks of each shot count. The config checks (before any wor
 
 from __future__ import annotations
 
+import torch
+
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.joint_plan import JointPlan
 from learngene_core.data.target_tasks import TargetTask, make_target_task_grid
 from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream, train_subset
 
 JOINT_MODES = ("joint", "joint_phases")
+
+
+def trainer_processes(trainer) -> int:
+    """How many training processes the Trainer config starts: devices x nodes, where ``devices`` "auto" or -1
+    means every visible GPU (one process on a CPU). The batch-split check and the Ctrl-C handling share it."""
+    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes", 1) or 1)
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if devices in ("auto", -1):
+        cpu = str(trainer.get("accelerator")) == "cpu"
+        per_node = 1 if cpu else max(1, torch.cuda.device_count())
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        per_node = max(1, devices)
+    elif isinstance(devices, str):  # "0,1": a comma-separated list of devices
+        per_node = max(1, len([d for d in devices.split(",") if d.strip()]))
+    else:  # a list of device indices
+        per_node = max(1, len(devices))
+    return per_node * nodes
 
 
 def make_stream(cfg, image_set: ImageSet, seed: int) -> list[StreamTask]:

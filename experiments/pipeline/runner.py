@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.pipeline import STAGES
 from experiments.pipeline.collective import run_collective
@@ -25,7 +25,7 @@ from experiments.pipeline.context import RunContext, is_wandb
 from experiments.pipeline.earlier_outputs import check_earlier_outputs
 from experiments.pipeline.individual_stage import run_individual
 from experiments.pipeline.learngene_stage import run_learngene
-from experiments.pipeline.plan import describe
+from experiments.pipeline.plan import describe, trainer_processes
 from experiments.pipeline.report import run_report, scalars
 from experiments.pipeline.run_files import read_json_file
 from experiments.pipeline.run_guard import RunInterrupted, RunLock, StopOnSignal, check_output_dir
@@ -119,13 +119,7 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
 
 def _one_process(cfg: DictConfig) -> bool:
     """Whether the run trains in this process alone (no data-parallel workers for a Ctrl-C to reach)."""
-    t = cfg.trainer
-    devices = t.get("devices", 1)
-    if int(t.get("num_nodes", 1)) > 1 or isinstance(devices, list | ListConfig) and len(devices) > 1:
-        return False
-    if devices == "auto" or devices == -1:
-        return str(t.get("accelerator")) == "cpu" or torch.cuda.device_count() <= 1
-    return devices in (1, "1")
+    return trainer_processes(cfg.trainer) == 1
 
 
 def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
