@@ -249,15 +249,17 @@ def test_stage_without_outputs_is_a_config_error(tmp_path):
         run_pipeline(compose([*TINY, "stage=[individual]"], tmp_path), tmp_path)
 
 
-def test_stage_three_results_of_other_settings_are_not_reused(finished_run, tmp_path):
+def test_stage_three_results_of_other_settings_are_not_reused(finished_run, tmp_path, caplog):
     base = [*TINY, "stage=[learngene,individual,report]", f"from_run={finished_run}", "methods=[learngene]"]
     first = run_pipeline(compose(base, tmp_path), tmp_path)
     again = run_pipeline(compose(base, tmp_path), tmp_path)  # same settings: reused, identical
     assert again["tables"]["5"][0]["accuracies"] == first["tables"]["5"][0]["accuracies"]
     raw = json.loads((tmp_path / "individual/results_raw.json").read_text())
     assert len(raw["computations"]) == 1
-    other = run_pipeline(compose([*base, "criterion.window=0"], tmp_path), tmp_path)
+    with caplog.at_level("INFO", logger="learngene"):
+        other = run_pipeline(compose([*base, "criterion.window=0"], tmp_path), tmp_path)
     assert other["learngene"]["selected"]["0"] == ["conv1", "conv2", "conv3"]
+    assert "learngene seed 0: criterion.window forces conv1-conv2-conv3; rule selects " in caplog.text
     assert other["tables"]["5"][0]["parameters"] != first["tables"]["5"][0]["parameters"]
     run_pipeline(compose([*base, "individual.lr=0.02"], tmp_path), tmp_path)
     raw = json.loads((tmp_path / "individual/results_raw.json").read_text())

@@ -167,11 +167,12 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
                 log_learngene_artifact(logger, [out / "learngene.pt", out / "learngene.json"],
                                        f"learngene-{cfg.exp_name}-seed{seed}", info["selected"])  # fmt: skip
     dist.barrier()
+    forced_note = f"criterion.window forces {'-'.join(info['selected']['blocks'])}; " if forced else ""
     log.info(
-        "learngene seed %d: rule selects %s (score %.4g) from %s over tasks %s; paper's choice %s: %s",
-        seed, "-".join(result.names), result.window_scores[result.start], cr.statistic,
+        "learngene seed %d: %srule selects %s (score %.4g) from %s over tasks %s; paper's choice %s: %s",
+        seed, forced_note, "-".join(result.names), result.window_scores[result.start], cr.statistic,
         [tasks[i] for i in result.tasks_used], "-".join(net.block_names[-k:]),
-        "yes" if info["is_paper_choice"] else "no",
+        "yes" if result.start == len(net.block_names) - k else "no",
     )  # fmt: skip
     ctx.log_metrics(
         {

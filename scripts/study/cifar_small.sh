@@ -30,8 +30,12 @@ declare -A RUNS=(
   # but the judgement (three quarters of stage 3's time), so the comparison with `paper` is for the rule's window
   [continual_match]="collective.mode=continual individual.lower_pools=match from_run=$STUDY/continual 'collective.seeds=[0,1,2]' 'stage=[individual,report]' $NO_JUDGEMENT"
   [joint_match]="collective.mode=joint individual.lower_pools=match from_run=$STUDY/joint 'collective.seeds=[0,1,2]' 'stage=[individual,report]' $NO_JUDGEMENT"
+  # descendants of six sizes from one ancestor (the joint one, collective seed 0): the criterion's window (the
+  # paper's, conv11-conv13) and the window chosen on the validation tasks (conv1-conv3, criterion.window=0)
+  [descendants]="collective.mode=joint from_run=$STUDY/joint 'collective.seeds=[0]' 'stage=[learngene,individual,report]' 'exp=[cifar_fewshot,descendants]'"
+  [descendants_low]="collective.mode=joint from_run=$STUDY/joint 'collective.seeds=[0]' 'stage=[learngene,individual,report]' 'exp=[cifar_fewshot,descendants]' criterion.window=0"
 )
-ORDER=(continual joint continual_e2 joint_e2 continual_match joint_match)
+ORDER=(continual joint continual_e2 joint_e2 continual_match joint_match descendants descendants_low)
 
 pin=()
 if [[ -n "${CORES:-}" ]]; then
