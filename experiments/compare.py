@@ -53,6 +53,7 @@ def run_summary(run: Path) -> dict:
     out = {
         "run": str(run),
         "mode": manifests[0].get("mode", "continual"),
+        **_layout(run, res),
         "epochs_per_task": collective_cfg.get("epochs"),
         "n_tasks": manifests[0]["n_tasks"],
         "collective_seeds": res.get("collective_seeds"),
@@ -81,6 +82,22 @@ def run_summary(run: Path) -> dict:
     return out
 
 
+def _layout(run: Path, res: dict) -> dict:
+    """The individual network's lower pools and the trainer's precision: from results.json, or for runs written
+    before it held them, from the run's Hydra config (``.hydra/config.yaml``); None where neither says."""
+    p = res.get("protocol", {})
+    found = {"lower_pools": p.get("lower_pools"), "precision": p.get("precision")}
+    hydra = run / ".hydra" / "config.yaml"
+    if None in found.values() and hydra.is_file():
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(hydra)
+        found["lower_pools"] = found["lower_pools"] or OmegaConf.select(cfg, "individual.lower_pools")
+        precision = OmegaConf.select(cfg, "trainer.precision")
+        found["precision"] = found["precision"] or (None if precision is None else str(precision))
+    return found
+
+
 def _pp(x: float | None, signed: bool = True) -> str:
     return "n/a" if x is None else (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}")
 
@@ -97,10 +114,10 @@ def to_markdown(comp: dict) -> str:
              "statistic: chosen on the held-out validation tasks, their gain measured on the test tasks.", ""]  # fmt: skip
     for shots in comp["shots"]:
         lines += [f"## {shots}-shot", "",
-                  "| ancestor | epochs/task | compute (samples) | collective seeds | learngene | scratch | gain vs scratch "
-                  "| p | linear probe vs scratch | ProtoNet vs scratch | window chosen on validation: test gain "
-                  "| statistic chosen on validation: test gain of its picks |",
-                  "| --- " * 12 + "|"]  # fmt: skip
+                  "| ancestor | epochs/task | compute (samples) | collective seeds | lower pools | precision | learngene "
+                  "| scratch | gain vs scratch | p | linear probe vs scratch | ProtoNet vs scratch "
+                  "| window chosen on validation: test gain | statistic chosen on validation: test gain of its picks |",
+                  "| --- " * 14 + "|"]  # fmt: skip
         for r in comp["runs"]:
             e = r["shots"].get(shots)
             if not e or "learngene" not in e:
@@ -114,7 +131,7 @@ def to_markdown(comp: dict) -> str:
             scratch = _pp(e["scratch"]["accuracy"], False) if "scratch" in e else "n/a"
             lines.append(
                 f"| {r['mode']} | {r['epochs_per_task']} | {r['compute_samples']:.3g} | {len(r['collective_seeds'])} "
-                f"| {_pp(row['accuracy'], False)} | {scratch} | {_pp(row['mean_diff'])} ± {_pp(row['ci95'], False)} "
+                f"| {r.get('lower_pools') or 'n/a'} | {r.get('precision') or 'n/a'} | {_pp(row['accuracy'], False)} | {scratch} | {_pp(row['mean_diff'])} ± {_pp(row['ci95'], False)} "
                 f"| {p} | {refs[0]} | {refs[1]} | {best} | {stat} |"
             )
         lines.append("")

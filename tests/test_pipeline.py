@@ -337,7 +337,15 @@ def test_budget_scaling_multirun_and_its_comparison(tmp_path):
         e = r["shots"]["5"]
         assert {"learngene", "linear_probe", "protonet", "scratch", "chosen_window", "statistics"} <= set(e)
         assert e["chosen_window"]["test"]["unit"] == "target task"
+        assert (r["lower_pools"], r["precision"]) == ("paper", "32-true")  # rows of other layouts stay apart
     assert (sweep / "comparison.md").is_file() and (sweep / "plots" / "gain_vs_budget.png").is_file()
+    from experiments.compare import _layout  # a run written before results.json held them: its Hydra config
+
+    (tmp_path / "old" / ".hydra").mkdir(parents=True)
+    (tmp_path / "old" / ".hydra" / "config.yaml").write_text(
+        "individual: {lower_pools: match}\ntrainer: {precision: bf16-mixed}\n"
+    )
+    assert _layout(tmp_path / "old", {"protocol": {}}) == {"lower_pools": "match", "precision": "bf16-mixed"}
     bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare.py"), str(tmp_path / "nothing")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "does not exist" in bad.stderr

@@ -193,7 +193,8 @@ class ReportPlan:
     methods: tuple[str, ...]
     shots: frozenset[int]
     data: dict
-    protocol: dict  # ways, target tasks per seed, task seeds, protocol, epochs, batch size, lr
+    protocol: dict  # ways, target tasks per seed, task seeds, protocol, epochs, batch size, lr, lower pools,
+    # the trainer's precision
 
     @classmethod
     def from_config(cls, cfg) -> ReportPlan:
@@ -204,7 +205,8 @@ class ReportPlan:
             from_run=None if cfg.get("from_run") is None else str(cfg.from_run), methods=tuple(cfg.methods),
             shots=frozenset(int(x) for x in i.shots), data=OmegaConf.to_container(cfg.data, resolve=True),
             protocol={"ways": i.ways, "target_tasks_per_seed": i.n_tasks, "seeds": list(i.seeds),
-                      "mode": i.protocol, "epochs": i.epochs, "batch_size": i.batch_size, "lr": i.lr},
+                      "mode": i.protocol, "epochs": i.epochs, "batch_size": i.batch_size, "lr": i.lr,
+                      "lower_pools": i.lower_pools, "precision": str(cfg.trainer.precision)},
         )  # fmt: skip
 
 
