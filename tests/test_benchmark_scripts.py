@@ -168,3 +168,22 @@ def test_precision_parity_pairs_the_same_tasks_of_two_runs(tmp_path):
     assert row["difference"]["mean_diff"] == pytest.approx(0.02) and row["difference"]["n"] == 5
     assert row["max_abs_task_difference"] == pytest.approx(0.02)
     assert "+2.0" in stdout and "(DIFFERENT)" in stdout and "first 0.4, second 0.41" in stdout
+
+
+def test_stage3_layout_times_the_same_stage_three_in_each_layout(finished_run, tmp_path):
+    """fp32, cpu_fast and cpu_fast sharded over two processes (torchrun): every layout finishes the same work,
+    and the two cpu_fast layouts agree on every per-task accuracy."""
+    from conftest import TINY
+
+    from experiments.pipeline.config_check import cpu_has_bf16
+
+    out = tmp_path / "layout.json"
+    stdout = run_script("stage3_layout.py", str(finished_run), *TINY, "methods=[learngene,scratch]",
+                        "--processes", "2", "--out", str(tmp_path / "runs"), "--json", str(out), timeout=600)  # fmt: skip
+    result = json.loads(out.read_text())
+    expected = ["fp32, 1 process"] + (
+        ["cpu_fast, 1 process", "cpu_fast, 2 processes"] if cpu_has_bf16() else []
+    )
+    assert list(result["seconds"]) == expected and "x fp32" in stdout
+    if cpu_has_bf16():
+        assert result["largest_accuracy_gap"]["cpu_fast, 1 process vs cpu_fast, 2 processes"] < 1e-6
