@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -76,7 +77,7 @@ def run_layout(from_run: Path, overrides: list[str], processes: int, out: Path) 
 
 
 def accuracies(run: Path) -> dict[str, list[float]]:
-    """(method, shots) -> per-task accuracies, from results.json."""
+    """method@shots -> per-task accuracies (tasks x collective seeds), from results.json (one row per method)."""
     res = json.loads((run / "results.json").read_text())
     return {f"{r['method']}@{s}": r["accuracies"] for s, rows in res["tables"].items() for r in rows}
 
@@ -88,8 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
         "overrides", nargs="*", help="Hydra overrides the run was made with (and the work to time)"
     )
     p.add_argument(
-        "--processes", type=int, default=os.cpu_count() or 1, help="processes of the sharded layout"
-    )
+        "--processes", type=int, default=2,
+        help="processes of the sharded layout (it must divide collective.batch_size, as in any multi-process run)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("/tmp/learngene-stage3-layout"))
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -103,8 +105,6 @@ def main(argv: list[str] | None = None) -> dict:
     for name, (overrides, n) in layouts(args.processes).items():
         out = args.out / name.replace(", ", "_").replace(" ", "_")
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         seconds[name] = run_layout(args.from_run.resolve(), [*args.overrides, *overrides], n, out)
         accs[name] = accuracies(out)

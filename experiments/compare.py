@@ -131,7 +131,8 @@ def to_markdown(comp: dict) -> str:
             scratch = _pp(e["scratch"]["accuracy"], False) if "scratch" in e else "n/a"
             lines.append(
                 f"| {r['mode']} | {r['epochs_per_task']} | {r['compute_samples']:.3g} | {len(r['collective_seeds'])} "
-                f"| {r.get('lower_pools') or 'n/a'} | {r.get('precision') or 'n/a'} | {_pp(row['accuracy'], False)} | {scratch} | {_pp(row['mean_diff'])} ± {_pp(row['ci95'], False)} "
+                f"| {r.get('lower_pools') or 'n/a'} | {r.get('precision') or 'n/a'} | {_pp(row['accuracy'], False)} "
+                f"| {scratch} | {_pp(row['mean_diff'])} ± {_pp(row['ci95'], False)} "
                 f"| {p} | {refs[0]} | {refs[1]} | {best} | {stat} |"
             )
         lines.append("")
@@ -148,18 +149,23 @@ def plot(comp: dict, path: Path) -> None:
     fig, axes = plt.subplots(
         1, len(shots), figsize=(5.5 * len(shots), 4), squeeze=False, layout="constrained"
     )
-    styles = {"continual": ("tab:blue", "o"), "joint": ("tab:orange", "s")}
+    colors = {"continual": "tab:blue", "joint": "tab:orange"}
+    # one line per ancestor and layout: a lower_pools=match or fp32 run is not drawn on its twin's line
+    series = sorted({(r["mode"], r.get("lower_pools"), r.get("precision")) for r in comp["runs"]}, key=str)
     for ax, s in zip(axes[0], shots):
-        for mode, (color, marker) in styles.items():
-            runs = sorted((r for r in comp["runs"] if r["mode"] == mode and "learngene" in r["shots"].get(s, {})),
+        for k, (mode, pools, precision) in enumerate(series):
+            color, marker, ls = colors.get(mode, "tab:gray"), "os^vD"[k % 5], "-" if k % 2 == 0 else ":"
+            runs = sorted((r for r in comp["runs"] if (r["mode"], r.get("lower_pools"), r.get("precision"))
+                           == (mode, pools, precision) and "learngene" in r["shots"].get(s, {})),
                           key=lambda r: r["compute_samples"])  # fmt: skip
             if not runs:
                 continue
+            name = f"{mode} ancestor" + "".join(f", {v}" for v in (pools, precision) if v)
             x = [r["compute_samples"] for r in runs]
             y = [100 * r["shots"][s]["learngene"]["mean_diff"] for r in runs]
             e = [100 * (r["shots"][s]["learngene"]["ci95"] or 0) for r in runs]
             ax.errorbar(
-                x, y, yerr=e, color=color, marker=marker, capsize=3, label=f"learngene, {mode} ancestor"
+                x, y, yerr=e, color=color, marker=marker, ls=ls, capsize=3, label=f"learngene, {name}"
             )
             lp = [
                 100 * r["shots"][s]["linear_probe"]["mean_diff"]
@@ -167,7 +173,7 @@ def plot(comp: dict, path: Path) -> None:
                 if "linear_probe" in r["shots"][s]
             ]
             if len(lp) == len(x):
-                ax.plot(x, lp, color=color, ls="--", lw=1, label=f"linear probe, {mode} ancestor")
+                ax.plot(x, lp, color=color, ls="--", lw=1, marker="x", label=f"linear probe, {name}")
         pn = [
             100 * r["shots"][s]["protonet"]["mean_diff"]
             for r in comp["runs"]

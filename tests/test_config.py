@@ -249,6 +249,13 @@ def test_the_number_of_training_processes_is_read_one_way_for_every_devices_form
             accelerator="cpu"), n(devices="auto", accelerator="cpu", num_nodes=2)] == [4, 4, 1, 2]  # fmt: skip
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert n(devices="auto", accelerator="auto") == 1
+    for bad in (True, None, 1.5, "--1", "two", [0, "x"]):
+        with pytest.raises(
+            ConfigError, match=r"^trainer.devices=.*: must be a number of devices, -1 or 'auto'"
+        ):
+            n(devices=bad)
+    with pytest.raises(ConfigError, match=r"^trainer.devices=1.5: must be a number of devices"):
+        check_config(compose(["trainer.devices=1.5"]))  # one line, not a traceback
     with pytest.raises(
         ConfigError, match=r"collective.batch_size=63: is the global batch, split over 2 processes"
     ):

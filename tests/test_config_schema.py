@@ -71,12 +71,13 @@ def test_a_statistic_s_own_options_are_checked_against_its_signature(tmp_path):
                              tmp_path))  # fmt: skip
         with pytest.raises(ConfigError) as err:
             check_config(compose(["+criterion.options.toy_scaled.scale=0", "+criterion.options.toy_scaled.reduse=max",
-                                  "+criterion.options.toy_scaeld.scale=2", "+criterion.options.abs_frac.x=1"],
+                                  "+criterion.options.toy_scaeld.scale=2", "+criterion.options.abs_frac.x=1",
+                                  "+criterion.options.rel_norm._partial_=true"],
                                  tmp_path))  # fmt: skip
     finally:
         unregister_statistic("toy_scaled")
     lines = str(err.value).splitlines()
-    assert lines[0] == "4 problems in the configuration:", lines
+    assert lines[0] == "5 problems in the configuration:", lines
     unregistered = [x for x in lines[1:] if x.startswith("  criterion.options.toy_scaeld")]
     assert len(unregistered) == 1 and unregistered[0].startswith(
         "  criterion.options.toy_scaeld: 'toy_scaeld' is not a registered statistic; did you mean 'toy_scaled'?; "
@@ -87,6 +88,7 @@ def test_a_statistic_s_own_options_are_checked_against_its_signature(tmp_path):
         "  criterion.options.toy_scaled.reduse is not an option of statistic toy_scaled; did you mean 'reduce'?; "
         "options: ['reduce', 'scale']",
         "  criterion.options.abs_frac.x is not an option of statistic abs_frac; options: []",
+        "  criterion.options.rel_norm._partial_ is not an option of statistic rel_norm; options: []",
     }
 
 
@@ -199,6 +201,10 @@ def test_builder_nodes_leave_stage_one_fingerprints_as_earlier_runs_recorded_the
     digests = {fp["digest"], other["digest"], stronger["digest"], batches["digest"]}
     assert len(digests) == 4  # another class, strength or batch: not resumed
     assert "datamodule" not in fp["config"]["collective"]
+    # a statistic's options change what stage 1 records; an empty entry sets nothing
+    assert fingerprint(compose(["+criterion.options.abs_frac={}"], tmp_path), 0)["digest"] == fp["digest"]
+    with_option = fingerprint(compose(["+criterion.options.abs_frac.x=1"], tmp_path), 0)
+    assert with_option["config"]["criterion"]["options"] == {"abs_frac": {"x": 1}}
 
 
 class OtherEWC:

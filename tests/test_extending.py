@@ -61,11 +61,8 @@ def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_pa
     assert rows["toy"]["mean"] == 0.25 and rows["toy"]["label"] == "toy (a constant classifier)"
     assert rows["toy"]["paired"]["n"] == 2  # paired with scratch like every method
     info = json.loads((tmp_path / "learngene/seed_0/learngene.json").read_text())
-    assert info["selected"]["blocks"] == [
-        "conv5",
-        "conv6",
-        "conv7",
-    ]  # the statistic, with its option, chose it
+    chosen = info["selected"]["blocks"]
+    assert chosen == ["conv5", "conv6", "conv7"]  # the statistic, with its option, chose it
     assert (
         "toy_depth" in info["all_statistics"]
         and "toy (a constant classifier)" in (tmp_path / "results.md").read_text()

@@ -140,7 +140,11 @@ def _check_compute(cfg: DictConfig, stages: list[str]) -> None:
             "the learngene stage reads the criterion statistics: keep callbacks.criterion_stats",
         )
     check_value("trainer.num_nodes", get(cfg, "trainer.num_nodes"), Annotated[int, Range(ge=1)])
-    world = trainer_processes(get(cfg, "trainer"))
+    try:
+        world = trainer_processes(get(cfg, "trainer"))
+    except ConfigError as err:
+        problem("trainer.devices", str(err))
+        world = 1
     b = get(cfg, "collective.batch_size")
     if world > 1 and b % world:
         fail("collective.batch_size", b, f"is the global batch, split over {world} processes: use a multiple of "

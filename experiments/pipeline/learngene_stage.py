@@ -169,7 +169,8 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
     dist.barrier()
     forced_note = f"criterion.window forces {'-'.join(info['selected']['blocks'])}; " if forced else ""
     log.info(
-        "learngene seed %d: %srule selects %s (score %.4g) from %s over tasks %s; paper's choice %s: %s",
+        "learngene seed %d: %srule selects %s (score %.4g) from %s over tasks %s; the rule's pick is the paper's "
+        "choice (%s): %s",
         seed, forced_note, "-".join(result.names), result.window_scores[result.start], cr.statistic,
         [tasks[i] for i in result.tasks_used], "-".join(net.block_names[-k:]),
         "yes" if result.start == len(net.block_names) - k else "no",

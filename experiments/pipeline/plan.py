@@ -3,32 +3,41 @@ plan) and the target tasks of each shot count. The config checks (before any wor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+from omegaconf import ListConfig
 
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.joint_plan import JointPlan
 from learngene_core.data.target_tasks import TargetTask, make_target_task_grid
 from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream, train_subset
+from learngene_core.errors import ConfigError
 
 JOINT_MODES = ("joint", "joint_phases")
 
 
-def trainer_processes(trainer) -> int:
+def trainer_processes(trainer: Mapping) -> int:
     """How many training processes the Trainer config starts: devices x nodes, where ``devices`` "auto" or -1
-    means every visible GPU (one process on a CPU). The batch-split check and the Ctrl-C handling share it."""
-    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes", 1) or 1)
-    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+    means every visible GPU (one process on a CPU). The batch-split check and the Ctrl-C handling share it. A
+    ``devices`` value Lightning would not read is a ConfigError naming it."""
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit() and devices.count("-") <= 1:
         devices = int(devices)
-    if devices in ("auto", -1):
+    if devices in ("auto", -1) and not isinstance(devices, bool):
         cpu = str(trainer.get("accelerator")) == "cpu"
         per_node = 1 if cpu else max(1, torch.cuda.device_count())
-    elif isinstance(devices, int) and not isinstance(devices, bool):
+    elif isinstance(devices, int) and not isinstance(devices, bool) and devices >= 0:
         per_node = max(1, devices)
-    elif isinstance(devices, str):  # "0,1": a comma-separated list of devices
-        per_node = max(1, len([d for d in devices.split(",") if d.strip()]))
-    else:  # a list of device indices
+    elif isinstance(devices, str) and all(d.strip().isdigit() for d in devices.split(",") if d.strip()):
+        per_node = max(1, len([d for d in devices.split(",") if d.strip()]))  # "0,1": devices by index
+    elif isinstance(devices, list | tuple | ListConfig) and all(
+            isinstance(d, int) and not isinstance(d, bool) for d in devices):  # fmt: skip
         per_node = max(1, len(devices))
-    return per_node * nodes
+    else:
+        raise ConfigError(f"trainer.devices={devices!r}: must be a number of devices, -1 or 'auto' (every one), a "
+                          "list of device indices or a string like '0,1'")  # fmt: skip
+    return per_node * (nodes if isinstance(nodes, int) and not isinstance(nodes, bool) and nodes > 0 else 1)
 
 
 def make_stream(cfg, image_set: ImageSet, seed: int) -> list[StreamTask]:

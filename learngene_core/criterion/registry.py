@@ -17,7 +17,7 @@ so every statistic is oriented "low = settled". Registering a statistic is one d
     def my_stat(probe): return [...]
 
 A statistic's own options are its function's keyword-only parameters, each with a default and a type annotation
-(``def my_stat(probe, *, power: float = 1.0)``); a run sets them as ``criterion.options.my_stat.power=2``, and the
+(``def my_stat(probe, *, power: float = 1.0)``); a run sets them as ``+criterion.options.my_stat.power=2``, and the
 config check refuses an unknown option or a value that does not fit its annotation, as for the suite's own keys.
 Every registered statistic is recorded in every run; ``criterion.statistic`` selects by name.
 """

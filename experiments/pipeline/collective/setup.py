@@ -49,8 +49,10 @@ def fingerprint(cfg, seed: int) -> dict:
         ewc.pop("penalty")  # the default, built from lam and gamma, which the fingerprint holds
     keep["seed"] = seed
     keep["criterion"] = {k: cfg.criterion[k] for k in ("tau", "probe_images", "fisher_samples")}
-    if cfg.criterion.get("options"):  # left out when empty, so runs from before the key resume
-        keep["criterion"]["options"] = OmegaConf.to_container(cfg.criterion.options, resolve=True)
+    options = {k: v for k, v in OmegaConf.to_container(cfg.criterion.get("options") or OmegaConf.create({}),
+                                                       resolve=True).items() if v}  # fmt: skip
+    if options:  # left out when nothing is set, so runs from before the key resume
+        keep["criterion"]["options"] = options
     keep["trainer"] = run_files.trainer_numerics(cfg)
     keep["compute"] = OmegaConf.to_container(cfg.compute, resolve=True)
     keep["gradient_every_n_steps"] = OmegaConf.select(cfg, "callbacks.criterion_stats.every_n_steps")
