@@ -1,6 +1,8 @@
 """Where a run's time goes: wall time by stage, by collective seed and by stage-3 method, and the samples/s of
 every kind of fit, read from a finished run directory (``timings.json``, the collective manifests and
-``individual/results_raw.json``; nothing is re-run).
+``individual/results_raw.json``; nothing is re-run). Beside each wall time, the process's CPU seconds where the run
+recorded them: a pause (SIGSTOP) or other jobs on the same cores inflate wall time but not CPU time, so a
+one-thread run's CPU seconds are its compute, a clean profile even on a shared machine ("n/a": an older run).
 
     .venv/bin/python benchmarks/study_time_profile.py outputs/cifar_fewshot/runs/<time> [--json FILE]
 
@@ -36,7 +38,8 @@ def profile(run: Path) -> dict:
         raise SystemExit(
             f"error: {run / 'timings.json'} does not exist; give a run directory (outputs/.../runs/<time>)"
         )
-    timings = _read(run / "timings.json").get("total_s", {})
+    timings_file = _read(run / "timings.json")
+    timings, cpu_stages = timings_file.get("total_s", {}), timings_file.get("total_cpu_s", {})
     cfg = _read(run / "results.json")
     protocol = cfg.get("protocol", {})
     collective = {}
@@ -45,8 +48,10 @@ def profile(run: Path) -> dict:
         fit = sum(t.get("fit_time_s") or 0 for t in tasks)
         total = sum(t.get("time_s") or 0 for t in tasks)
         samples = sum(t.get("samples") or 0 for t in tasks)
+        cpu = [t.get("cpu_time_s") for t in tasks]
         collective[manifest.parent.name] = {"tasks": len(tasks), "total_s": total, "fit_s": fit,
                                             "outside_fit_s": total - fit,
+                                            "cpu_s": sum(cpu) if cpu and None not in cpu else None,
                                             "samples_per_s": samples / fit if fit else None}  # fmt: skip
     raw = _read(run / "individual" / "results_raw.json")
     ways, epochs = protocol.get("ways"), protocol.get("epochs")
@@ -55,7 +60,7 @@ def profile(run: Path) -> dict:
         icfg = _read(lg).get("provenance", {}).get("config", {}).get("individual", {}) if lg else {}
         ways, epochs = icfg.get("ways"), icfg.get("epochs")
     methods: dict[str, dict] = defaultdict(lambda: {"computations": 0, "cached": 0, "wall_s": 0.0, "train_s": 0.0,
-                                                    "samples": 0})  # fmt: skip
+                                                    "cpu_s": 0.0, "samples": 0})  # fmt: skip
     seen = set()
     for key, e in raw.get("entries", {}).items():
         if e["computation"] in seen:
@@ -73,6 +78,9 @@ def profile(run: Path) -> dict:
             continue
         row["computations"] += 1
         row["wall_s"] += comp.get("wall_time_s") or 0.0
+        row["cpu_s"] = (
+            None if row["cpu_s"] is None or "cpu_time_s" not in comp else row["cpu_s"] + comp["cpu_time_s"]
+        )
         train = sum(t.get("train_time_s") or 0.0 for t in comp["tasks"])
         # meta-trained weights are shared by the shot counts (trained once, then loaded): a computation whose wall
         # time is shorter than the meta-training loaded them, and its record repeats the time it took (weights
@@ -84,7 +92,8 @@ def profile(run: Path) -> dict:
     for row in methods.values():
         row["other_s"] = row["wall_s"] - row["train_s"]
         row["samples_per_s"] = row["samples"] / row["train_s"] if row["samples"] and row["train_s"] else None
-    return {"run": str(run), "stages_s": timings, "collective": collective, "individual": dict(methods)}
+    return {"run": str(run), "stages_s": timings, "stages_cpu_s": cpu_stages, "collective": collective,
+            "individual": dict(methods)}  # fmt: skip
 
 
 def _fmt(x, spec: str = ".0f") -> str:
@@ -96,26 +105,25 @@ def print_profiles(profiles: list[dict]) -> None:
     for p in profiles:
         print(f"\n== {p['run']}")
         total = sum(p["stages_s"].values())
-        print(
-            f"{'stage':40s} {'seconds':>9s} {'share':>6s}" + ("  ratio to first" if len(profiles) > 1 else "")
-        )
+        print(f"{'stage':40s} {'seconds':>9s} {'share':>6s} {'CPU s':>9s}"
+              + ("  ratio to first" if len(profiles) > 1 else ""))  # fmt: skip
         for stage, s in p["stages_s"].items():
             ratio = s / first["stages_s"][stage] if first["stages_s"].get(stage) else None
             extra = f"  {_fmt(ratio, '.2f')}" if len(profiles) > 1 else ""
-            print(f"{stage:40s} {s:9.0f} {100 * s / total if total else 0:5.1f}%{extra}")
-        print(
-            f"\n{'collective seed':20s} {'tasks':>5s} {'total s':>9s} {'fit s':>9s} {'outside fit s':>14s} {'samples/s':>10s}"
-        )
+            cpu = _fmt(p.get("stages_cpu_s", {}).get(stage), "9.0f")
+            print(f"{stage:40s} {s:9.0f} {100 * s / total if total else 0:5.1f}% {cpu:>9s}{extra}")
+        print(f"\n{'collective seed':20s} {'tasks':>5s} {'total s':>9s} {'fit s':>9s} {'outside fit s':>14s} "
+              f"{'samples/s':>10s} {'CPU s':>9s}")  # fmt: skip
         for seed, c in p["collective"].items():
             print(f"{seed:20s} {c['tasks']:5d} {c['total_s']:9.0f} {c['fit_s']:9.0f} {c['outside_fit_s']:14.0f} "
-                  f"{_fmt(c['samples_per_s'], '10.1f')}")  # fmt: skip
+                  f"{_fmt(c['samples_per_s'], '10.1f')} {_fmt(c.get('cpu_s'), '9.0f'):>9s}")  # fmt: skip
         print(f"\n{'stage-3 method / arm':40s} {'runs':>5s} {'cached':>6s} {'wall s':>8s} {'train s':>8s} {'other s':>8s} "
-              f"{'samples/s':>10s}" + ("  ratio to first" if len(profiles) > 1 else ""))  # fmt: skip
+              f"{'samples/s':>10s} {'CPU s':>8s}" + ("  ratio to first" if len(profiles) > 1 else ""))  # fmt: skip
         for name, r in sorted(p["individual"].items(), key=lambda kv: -kv[1]["wall_s"]):
             ref = first["individual"].get(name, {}).get("wall_s")
             extra = f"  {_fmt(r['wall_s'] / ref if ref else None, '.2f')}" if len(profiles) > 1 else ""
             print(f"{name:40s} {r['computations']:5d} {r['cached']:6d} {r['wall_s']:8.0f} {r['train_s']:8.0f} "
-                  f"{r['other_s']:8.0f} {_fmt(r['samples_per_s'], '10.1f')}{extra}")  # fmt: skip
+                  f"{r['other_s']:8.0f} {_fmt(r['samples_per_s'], '10.1f')} {_fmt(r.get('cpu_s'), '8.0f'):>8s}{extra}")  # fmt: skip
 
 
 def main(argv=None) -> list[dict]:

@@ -369,6 +369,36 @@ def test_timings_add_up_over_a_resume(tmp_path):
     assert t["total_s"]["collective"] >= first["total_s"]["collective"]
 
 
+def test_cpu_seconds_are_recorded_beside_wall_time_and_a_wait_does_not_count(
+    finished_run, tmp_path, monkeypatch
+):
+    """A pause or other jobs on the cores inflate wall time, not CPU time: a stage that waits 1 s shows it."""
+    import dataclasses
+
+    from experiments.pipeline import runner
+
+    learngene = runner.STAGE_FUNCTIONS["learngene"]
+
+    def waits_then_runs(ctx):
+        time.sleep(1.0)  # as a SIGSTOP, or another job holding the core, would
+        return learngene.run(ctx)
+
+    monkeypatch.setitem(
+        runner.STAGE_FUNCTIONS, "learngene", dataclasses.replace(learngene, run=waits_then_runs)
+    )
+    run_pipeline(compose([*TINY, "stage=[learngene,individual,report]", f"from_run={finished_run}",
+                          "methods=[learngene]"], tmp_path), tmp_path)  # fmt: skip
+    t = json.loads((tmp_path / "timings.json").read_text())
+    assert (
+        t["total_s"]["learngene"] >= 1.0 and t["total_cpu_s"]["learngene"] < t["total_s"]["learngene"] - 0.8
+    )
+    assert t["total_cpu_s"]["individual"] > 0
+    raw = json.loads((tmp_path / "individual" / "results_raw.json").read_text())
+    assert all(c["cpu_time_s"] > 0 for c in raw["computations"].values())
+    manifest = json.loads((finished_run / "collective/seed_0/manifest.json").read_text())
+    assert all(e["cpu_time_s"] > 0 for e in manifest["tasks"])
+
+
 def test_a_stopped_stage_s_time_is_recorded_and_the_resume_adds_to_it(tmp_path, monkeypatch):
     args = [*TINY, "stage=[collective]", "budget.collective_tasks=3"]
     undo_kill = kill_collective_after_task(monkeypatch, 1)

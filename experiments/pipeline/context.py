@@ -33,6 +33,7 @@ class RunContext:
         self.loggers = loggers or []
         self.source = Path(str(cfg.from_run)) if cfg.get("from_run") else self.out
         self.timings: dict[str, float] = {}
+        self.cpu_timings: dict[str, float] = {}  # this process's CPU seconds per stage
         self.image_set_override: ImageSet | None = None
         self.progress = None  # the running stage's rich Progress (fits add an epoch row to it)
         self.progress_label: str | None = None  # what stage 3 is computing now

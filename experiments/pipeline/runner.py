@@ -141,17 +141,17 @@ def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
         for name in cfg.stage:
             current["name"] = name
             stage = STAGE_FUNCTIONS[name]
-            start, finished = time.perf_counter(), False
+            start, cpu_start, finished = time.perf_counter(), time.process_time(), False
             log.info("stage %s ... (reads %s; writes %s)", name, stage.reads, stage.writes)
             try:
                 outputs[name] = stage.run(ctx)
                 finished = True
             finally:  # a stopped stage's time counts too, so a resumed run's total is the time it took
                 ctx.timings[name] = round(time.perf_counter() - start, 1)
+                ctx.cpu_timings[name] = round(time.process_time() - cpu_start, 1)
                 if dist.is_rank_zero():
-                    _record_timings_safely(
-                        out / "timings.json", ctx.timings, invocation, None if finished else name
-                    )
+                    _record_timings_safely(out / "timings.json", ctx.timings, invocation, None if finished else name,
+                                           ctx.cpu_timings)  # fmt: skip
             log.info("stage %s done in %.1fs", name, ctx.timings[name])
     finally:
         _finalize_loggers(ctx.loggers, failed=sys.exc_info()[0] is not None)
@@ -179,10 +179,10 @@ def _finalize_loggers(loggers: list, failed: bool) -> None:
 
 
 def _record_timings_safely(
-    path: Path, timings: dict[str, float], invocation: str, stopped_in: str | None
+    path: Path, timings: dict[str, float], invocation: str, stopped_in: str | None, cpu: dict[str, float]
 ) -> None:
     try:
-        record_timings(path, timings, invocation, stopped_in)
+        record_timings(path, timings, invocation, stopped_in, cpu)
     except Exception as err:  # bookkeeping: never hide the error or the stop that ended the stage
         if stopped_in is None:
             raise
@@ -190,11 +190,17 @@ def _record_timings_safely(
 
 
 def record_timings(
-    path: Path, timings: dict[str, float], invocation: str, stopped_in: str | None = None
+    path: Path,
+    timings: dict[str, float],
+    invocation: str,
+    stopped_in: str | None = None,
+    cpu: dict[str, float] | None = None,
 ) -> None:
     """``timings.json``: seconds per stage summed over every invocation (a resumed run adds to the time of
     the interrupted one; a stage stopped by a signal or an error counts up to the stop, and its invocation says
-    ``stopped_in``; a process killed outright, SIGKILL, records nothing), and each invocation's own seconds."""
+    ``stopped_in``; a process killed outright, SIGKILL, records nothing), and each invocation's own seconds.
+    ``cpu``: this process's CPU seconds per stage (all its threads), which a pause (SIGSTOP) or other jobs
+    sharing the cores do not inflate: with one thread, the compute a stage took (``total_cpu_s``)."""
     old = {}
     if path.exists():
         try:
@@ -208,14 +214,20 @@ def record_timings(
         {
             "started": invocation,
             "stages_s": dict(timings),
+            **({"stages_cpu_s": dict(cpu)} if cpu else {}),
             **({"stopped_in": stopped_in} if stopped_in else {}),
         }
     )
     total: dict[str, float] = {}
+    total_cpu: dict[str, float] = {}
     for r in runs:
         for k, v in r["stages_s"].items():
             total[k] = round(total.get(k, 0.0) + v, 1)
-    atomic_write_json(path, {"total_s": total, "invocations": runs})
+        for k, v in r.get("stages_cpu_s", {}).items():
+            total_cpu[k] = round(total_cpu.get(k, 0.0) + v, 1)
+    atomic_write_json(
+        path, {"total_s": total, **({"total_cpu_s": total_cpu} if total_cpu else {}), "invocations": runs}
+    )
 
 
 def sweep_objective(result: dict | None, metric: str | None) -> float | None:

@@ -202,7 +202,7 @@ def run_task(ctx: RunContext, run: SeedRun, t: int) -> None:
     record it (checkpoint, metrics, manifest, written atomically); ``run`` then holds the state after it."""
     s, dm, seed = ctx.collective, run.dm, run.seed
     device = ctx.device
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     L.seed_everything(derive_seed(seed, "collective-task", t), workers=True, verbose=False)
     head = head_size(s, dm, t) if (s.labels == "global" and s.head == "growing") else None
     growth = grow(run.net, t, run.schedule, run.ewc, seed, s.growth_noise, head)
@@ -223,7 +223,8 @@ def run_task(ctx: RunContext, run: SeedRun, t: int) -> None:
     elapsed = time.perf_counter() - t0
     if dist.is_rank_zero():
         entry = {"task": t, "classes": list(run.stream[t].classes), "growth": growth, "parameters": history.params[-1],
-                 "time_s": round(elapsed, 2), "fit_time_s": round(fitted.seconds, 2),
+                 "time_s": round(elapsed, 2), "cpu_time_s": round(time.process_time() - cpu0, 2),
+                 "fit_time_s": round(fitted.seconds, 2),
                  "samples": fitted.samples, "processes": fitted.processes, "step_end": fitted.step_end,
                  "gradient_stats_rank_disagreement": fitted.rank_disagreement}  # fmt: skip
         if isinstance(dm, JointDataModule):
