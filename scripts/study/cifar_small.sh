@@ -17,7 +17,7 @@ TRAINER=${TRAINER:-cpu}
 PY=${PYTHON:-python}
 CACHE=${CACHE:-$STUDY/stage3_cache}
 mkdir -p "$STUDY"
-NO_JUDGEMENT="'methods=[learngene,scratch,finetune,linear_probe,prototype]'"
+NO_JUDGEMENT="'methods=[learngene,scratch]'"
 
 declare -A RUNS=(
   # both ancestors, three collective seeds, every method and the judgement (lower_pools=paper, the paper's layout)
@@ -26,9 +26,9 @@ declare -A RUNS=(
   # the second budget: 2 epochs per task instead of 5, one collective seed each
   [continual_e2]="collective.mode=continual budget.collective_epochs=2"
   [joint_e2]="collective.mode=joint budget.collective_epochs=2"
-  # the inherited blocks at the resolution they were trained at (lower_pools=match), stage 1 reused; the methods
-  # that use the ancestor but not the judgement (three quarters of stage 3's time) nor the meta-learners (they
-  # inherit nothing; lower_pools only changes their backbone), so the comparison with `paper` is for the rule's window
+  # the inherited blocks at the resolution they were trained at (lower_pools=match), stage 1 reused: learngene and
+  # scratch (lower_pools changes every stage-3 computation's key, so any other method would be computed again; the
+  # judgement is three quarters of stage 3), so the comparison with `paper` is for the rule's window
   [continual_match]="collective.mode=continual individual.lower_pools=match from_run=$STUDY/continual 'collective.seeds=[0,1,2]' 'stage=[individual,report]' $NO_JUDGEMENT"
   [joint_match]="collective.mode=joint individual.lower_pools=match from_run=$STUDY/joint 'collective.seeds=[0,1,2]' 'stage=[individual,report]' $NO_JUDGEMENT"
   # descendants of six sizes from one ancestor (the joint one, collective seed 0): the criterion's window (the
