@@ -199,7 +199,8 @@ def check_node(node: DictConfig, key: str, hints: dict[str, Any], unknown: Calla
     is left to the key it interpolates (reported there, not twice)."""
     names = set(hints) | (allowed or {}).get(key, set())
     for k in node:
-        if k not in names and k not in HYDRA_KEYS:
+        # Hydra's own keys belong to _target_ nodes; in a plain node (a statistic's options) they would be ignored
+        if k not in names and (k not in HYDRA_KEYS or not target):
             problem(f"{key}.{k}", unknown(str(k), names))
     for name, hint in hints.items():
         full = f"{key}.{name}" if key else name

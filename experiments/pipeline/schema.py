@@ -79,7 +79,7 @@ def registered_statistic(key: str, value: Any) -> None:
 def statistic_options(key: str, value: Any) -> None:
     """``criterion.options``: {statistic: {option: value}}; a statistic's options are its function's keyword-only
     parameters (learngene_core/criterion/registry.py), each value checked against the parameter's annotation."""
-    from experiments.pipeline.config_schema import HYDRA_KEYS, check_node, hints_of, problem, suggest
+    from experiments.pipeline.config_schema import check_node, hints_of, problem, suggest
     from learngene_core.criterion.registry import get_statistic, statistic_names
 
     if value is None:
@@ -102,10 +102,6 @@ def statistic_options(key: str, value: Any) -> None:
         def unknown(k: str, valid: set, full: str = full, name: str = name) -> str:
             return f"{full}.{k} is not an option of statistic {name}{suggest(k, valid)}; options: {sorted(valid)}"
 
-        for k in (
-            set(node) & HYDRA_KEYS
-        ):  # a statistic is a function called with its options, never instantiated
-            problem(f"{full}.{k}", unknown(str(k), set(options)))
         check_node(node, full, options, unknown)
 
 
