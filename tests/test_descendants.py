@@ -239,6 +239,26 @@ def test_exp_descendants_runs_and_reports_every_shape(finished_run, tmp_path):
     assert "individual/test/paired_diff/descendants/w2-d+1/widen+repeat/5shot" in scalars(res)
 
 
+def test_the_descendants_plot_shows_gain_and_both_accuracies(tmp_path):
+    """Two panels (gain; inherited and scratch accuracy) from the report's rows, a row without its scratch arm
+    (an interrupted run's report) left out of both rather than failing."""
+    import matplotlib.image
+
+    from experiments.pipeline.report.descendants import plot_descendants
+
+    def row(shape, strategy, params, acc, scratch):
+        s = {"mean": scratch, "ci95": 0.02} if scratch is not None else None
+        gain = {"mean_diff": acc - scratch, "ci95": 0.03} if scratch is not None else None
+        return {"shape": shape, "strategy": strategy, "parameters": params, "inherit": {"mean": acc, "ci95": 0.02},
+                "scratch": s, "gain": gain}  # fmt: skip
+
+    rows = [row("w0.5", "narrow", 1e5, 0.5, 0.45), row("w1", "none", 2e5, 0.6, 0.55),
+            row("w2", "widen", 7e5, 0.62, None), row("w2-d+1", "widen+repeat", 9e5, 0.64, 0.6)]  # fmt: skip
+    path = plot_descendants(rows, tmp_path / "d.png", "descendants, 5-shot")
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width > 2 * height  # the two panels side by side
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [

@@ -54,32 +54,44 @@ def descendants_markdown(shots: str, d: dict) -> list[str]:
 
 
 def plot_descendants(rows: list[dict], path: Path, title: str) -> Path:
-    """Paired gain (95 % CI) against the descendant's parameters, one line per strategy: the arms whose
+    """Left: paired gain (95 % CI) against the descendant's parameters, one line per strategy: the arms whose
     strategy uses it (a combination such as widen+repeat is on both lines), each line starting from the paper's
-    shape (strategy ``none``) where the run has it."""
+    shape (strategy ``none``) where the run has it. Right: the accuracies behind those gains, the scratch
+    descendant per size (black) beside the inherited one per strategy."""
     from matplotlib.ticker import ScalarFormatter
 
     from experiments.pipeline.plots import _save, plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    fig, (ax, acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     anchor = [r for r in rows if r["strategy"] == "none" and r["gain"]]
     names = sorted({n for r in rows for n in r["strategy"].split("+") if n != "none"}) or ["none"]
     for i, name in enumerate(names):
         members = [r for r in rows if name in r["strategy"].split("+") and r["gain"]]
-        pts = sorted(((r["parameters"], r["gain"]) for r in anchor + members), key=lambda p: p[0])
+        pts = sorted(anchor + members, key=lambda r: r["parameters"])
         if not pts:
             continue
-        x = [p / 1e6 * (1 + 0.01 * i) for p, _ in pts]  # a small offset so the lines' error bars do not hide
-        ax.errorbar(x, [100 * g["mean_diff"] for _, g in pts], yerr=[100 * (g["ci95"] or 0) for _, g in pts],
-                    marker="o", capsize=3, label=name)  # fmt: skip
+        x = [r["parameters"] / 1e6 * (1 + 0.01 * i) for r in pts]  # offset: the error bars do not hide
+        bars = ax.errorbar(x, [100 * r["gain"]["mean_diff"] for r in pts],
+                           yerr=[100 * (r["gain"]["ci95"] or 0) for r in pts], marker="o", capsize=3, label=name)  # fmt: skip
+        acc.errorbar(x, [100 * r["inherit"]["mean"] for r in pts], yerr=[100 * (r["inherit"]["ci95"] or 0) for r in pts],
+                     marker="o", capsize=3, color=bars[0].get_color(), label=f"{name} (inherited)")  # fmt: skip
+    scratch = sorted({r["shape"]: r for r in rows if r["scratch"]}.values(), key=lambda r: r["parameters"])
+    if scratch:
+        acc.errorbar([r["parameters"] / 1e6 for r in scratch], [100 * r["scratch"]["mean"] for r in scratch],
+                     yerr=[100 * (r["scratch"]["ci95"] or 0) for r in scratch], marker="s", capsize=3, color="k",
+                     ls="--", label="scratch")  # fmt: skip
     ax.axhline(0, color="k", lw=1)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_xlabel("descendant parameters (M, log scale)")
+    for a in (ax, acc):
+        a.set_xscale("log")
+        a.xaxis.set_major_formatter(ScalarFormatter())
+        a.xaxis.set_minor_formatter(ScalarFormatter())
+        a.set_xlabel("descendant parameters (M, log scale)")
     ax.set_ylabel("paired gain over scratch\n(points, 95% CI)")
+    acc.set_ylabel("accuracy (%, 95% CI)")
     ax.set_title(title)
+    acc.set_title(f"{title}: accuracy")
     ax.legend(fontsize=8, title="strategy (from the paper's shape)")
+    acc.legend(fontsize=8)
     return _save(fig, path)
 
 
