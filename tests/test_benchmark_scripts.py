@@ -190,3 +190,24 @@ def test_stage3_layout_times_the_same_stage_three_in_each_layout(finished_run, t
     assert len(result["largest_accuracy_gap"]) == pairs
     assert all(0 <= g <= 1 for g in result["largest_accuracy_gap"].values())
     assert all(s > 0 for s in result["seconds"].values())
+
+
+@pytest.mark.slow
+def test_study_layout_runs_the_same_study_both_ways(tmp_path):
+    """fp32 one run after another and cpu_fast a core per process: both ancestors finish every stage in each
+    layout, with the same methods, and the script reports both times and both accuracies."""
+    from conftest import TINY
+
+    from experiments.pipeline.config_check import cpu_has_bf16
+
+    out = tmp_path / "layout.json"
+    stdout = run_script(
+        "study_layout.py", *TINY, "--out", str(tmp_path / "runs"), "--json", str(out), timeout=900
+    )
+    result = json.loads(out.read_text())
+    expected = ["fp32, one run after another"] + (["cpu_fast, a core per process"] if cpu_has_bf16() else [])
+    assert list(result["layouts"]) == expected and "x fp32" in stdout
+    for r in result["layouts"].values():
+        assert set(r["stages_s"]["joint"]) == {"collective", "learngene", "individual", "report"}
+        assert r["accuracy"]["joint"].keys() == result["layouts"][expected[0]]["accuracy"]["joint"].keys()
+        assert set(r["accuracy"]) == {"joint", "continual"}
