@@ -239,7 +239,7 @@ def test_exp_descendants_runs_and_reports_every_shape(finished_run, tmp_path):
     assert "individual/test/paired_diff/descendants/w2-d+1/widen+repeat/5shot" in scalars(res)
 
 
-def test_the_descendants_plot_shows_gain_and_both_accuracies(tmp_path):
+def test_the_descendants_plot_and_terminal_lines_show_every_arm(tmp_path):
     """Two panels (gain; inherited and scratch accuracy) from the report's rows, a row without its scratch arm
     (an interrupted run's report) left out of both rather than failing."""
     import matplotlib.image
@@ -248,7 +248,7 @@ def test_the_descendants_plot_shows_gain_and_both_accuracies(tmp_path):
 
     def row(shape, strategy, params, acc, scratch):
         s = {"mean": scratch, "ci95": 0.02} if scratch is not None else None
-        gain = {"mean_diff": acc - scratch, "ci95": 0.03} if scratch is not None else None
+        gain = {"mean_diff": acc - scratch, "ci95": 0.03, "p": 0.01, "n": 15} if scratch is not None else None
         return {"shape": shape, "strategy": strategy, "parameters": params, "inherit": {"mean": acc, "ci95": 0.02},
                 "scratch": s, "gain": gain}  # fmt: skip
 
@@ -257,6 +257,11 @@ def test_the_descendants_plot_shows_gain_and_both_accuracies(tmp_path):
     path = plot_descendants(rows, tmp_path / "d.png", "descendants, 5-shot")
     height, width = matplotlib.image.imread(path).shape[:2]
     assert width > 2 * height  # the two panels side by side
+    from experiments.pipeline.report.descendants import descendants_terminal
+
+    lines = descendants_terminal({"rows": rows})
+    assert len(lines) == 1 + len(rows) and all(len(line) <= 98 for line in lines)
+    assert "n/a (no scratch arm)" in lines[3] and "+4.0" in lines[4]
 
 
 @pytest.mark.parametrize(

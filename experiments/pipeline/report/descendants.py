@@ -53,6 +53,15 @@ def descendants_markdown(shots: str, d: dict) -> list[str]:
     return lines
 
 
+def descendants_terminal(d: dict) -> list[str]:
+    """One line per arm under the shot count's rows: shape, strategy, parameters and the paired gain."""
+    lines = ["  descendants, gain over the same descendant from scratch (95% CI, p, n):"]
+    for r in d["rows"]:
+        gain = _paired_text(r["gain"]) if r["gain"] else "n/a (no scratch arm)"
+        lines.append(f"    {r['shape']:8s} {r['strategy']:14s} {_m(r['parameters']):>7s}  {gain}"[:98])
+    return lines
+
+
 def plot_descendants(rows: list[dict], path: Path, title: str) -> Path:
     """Left: paired gain (95 % CI) against the descendant's parameters, one line per strategy: the arms whose
     strategy uses it (a combination such as widen+repeat is on both lines), each line starting from the paper's
@@ -109,4 +118,6 @@ def scalars(shots: str, d: dict) -> dict[str, float]:
             for r in d["rows"] if r["gain"]}  # fmt: skip
 
 
-SECTION = ReportSection(table=table, markdown=descendants_markdown, plot=plot, scalars=scalars)
+SECTION = ReportSection(
+    table=table, markdown=descendants_markdown, terminal=descendants_terminal, plot=plot, scalars=scalars
+)
