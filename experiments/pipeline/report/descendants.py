@@ -67,7 +67,7 @@ def plot_descendants(rows: list[dict], path: Path, title: str) -> Path:
     strategy uses it (a combination such as widen+repeat is on both lines), each line starting from the paper's
     shape (strategy ``none``) where the run has it. Right: the accuracies behind those gains, the scratch
     descendant per size (black) beside the inherited one per strategy."""
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, ScalarFormatter
 
     from experiments.pipeline.plots import _save, plt
 
@@ -90,10 +90,16 @@ def plot_descendants(rows: list[dict], path: Path, title: str) -> Path:
                      yerr=[100 * (r["scratch"]["ci95"] or 0) for r in scratch], marker="s", capsize=3, color="k",
                      ls="--", label="scratch")  # fmt: skip
     ax.axhline(0, color="k", lw=1)
+    sizes = [r["parameters"] for r in rows if r["parameters"]]
+    wide = bool(sizes) and max(sizes) > 4 * min(sizes)  # over ~a decade: label only the 2s and 5s between
+
+    def minor(x: float, _pos: int) -> str:
+        return f"{x:g}" if not wide or f"{x:.0e}"[0] in "25" else ""
+
     for a in (ax, acc):
         a.set_xscale("log")
         a.xaxis.set_major_formatter(ScalarFormatter())
-        a.xaxis.set_minor_formatter(ScalarFormatter())
+        a.xaxis.set_minor_formatter(FuncFormatter(minor))
         a.set_xlabel("descendant parameters (M, log scale)")
     ax.set_ylabel("paired gain over scratch\n(points, 95% CI)")
     acc.set_ylabel("accuracy (%, 95% CI)")
