@@ -23,6 +23,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def run_py(args: list[str], processes: int = 1) -> list[str]:
+    """The command of ``experiments/run.py ARGS``: plain, or under ``torchrun`` with ``processes`` processes on
+    this machine (the caller adds ``trainer.strategy=ddp trainer.devices=N`` and the threads per process)."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return [*launcher, str(ROOT / "experiments" / "run.py"), *args]
+
+
 def machine() -> dict:
     info = {
         "date": dt.date.today().isoformat(),

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, print_machine, write_json  # noqa: E402
+from _common import ROOT, machine, print_machine, run_py, write_json  # noqa: E402
 
 from experiments.pipeline.config_check import cpu_has_bf16  # noqa: E402
 
@@ -52,21 +52,12 @@ def layouts(processes: int) -> dict[str, tuple[list[str], int]]:
 
 def run_layout(from_run: Path, overrides: list[str], processes: int, out: Path) -> float:
     """Stage 3 (and the report) of ``from_run`` in one layout; returns its wall time in seconds."""
-    args = [str(ROOT / "experiments" / "run.py"), *overrides, f"from_run={from_run}",
-            "stage=[individual,report]", f"paths.output_dir={out}", "logger=none"]  # fmt: skip
+    cmd = run_py([*overrides, f"from_run={from_run}", "stage=[individual,report]", f"paths.output_dir={out}",
+                  "logger=none"], processes)  # fmt: skip
     env = dict(os.environ)
     if processes > 1:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={processes}",
-            *args,
-        ]
         env["OMP_NUM_THREADS"] = "1"
     else:
-        cmd = [sys.executable, *args]
         env.pop("OMP_NUM_THREADS", None)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -34,23 +34,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, print_machine, write_json  # noqa: E402
+from _common import ROOT, machine, print_machine, run_py, write_json  # noqa: E402
 
 from experiments.pipeline.config_check import cpu_has_bf16  # noqa: E402
 
-RUN = str(ROOT / "experiments" / "run.py")
 
-
-def _start(cmd: list[str], threads: int | None, core: int | None, log: Path) -> subprocess.Popen:
+def _start(cmd: list[str], threads: int | None, core: int | None, log: Path) -> tuple[subprocess.Popen, Path]:
     env = dict(os.environ)
     if threads is None:
         env.pop("OMP_NUM_THREADS", None)
     else:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, preexec_fn=pin
     )
+    return proc, log
 
 
 def _wait(procs: list[tuple[subprocess.Popen, Path]]) -> None:
@@ -65,9 +64,9 @@ def run_fp32(ancestors: list[str], overrides: list[str], out: Path) -> dict[str,
     phases = {}
     for a in ancestors:
         start = time.perf_counter()
-        cmd = [sys.executable, RUN, *overrides, "trainer=cpu", f"collective.mode={a}",
-               f"paths.output_dir={out / a}", f"individual.cache_dir={out / 'cache'}"]  # fmt: skip
-        _wait([(_start(cmd, None, None, out / f"{a}.log"), out / f"{a}.log")])
+        cmd = run_py([*overrides, "trainer=cpu", f"collective.mode={a}", f"paths.output_dir={out / a}",
+                      f"individual.cache_dir={out / 'cache'}"])  # fmt: skip
+        _wait([_start(cmd, None, None, out / f"{a}.log")])
         phases[f"{a} (all stages)"] = time.perf_counter() - start
     return phases
 
@@ -80,19 +79,15 @@ def run_fast(ancestors: list[str], overrides: list[str], out: Path, processes: i
     start = time.perf_counter()
     for i in range(0, len(ancestors), len(cores)):
         batch = ancestors[i : i + len(cores)]
-        procs = []
-        for core, a in zip(cores, batch):
-            cmd = [sys.executable, RUN, *common, f"collective.mode={a}", f"paths.output_dir={out / a}",
-                   "stage=[collective,learngene]"]  # fmt: skip
-            procs.append((_start(cmd, 1, core, out / f"{a}.stage12.log"), out / f"{a}.stage12.log"))
-        _wait(procs)
+        _wait([_start(run_py([*common, f"collective.mode={a}", f"paths.output_dir={out / a}",
+                              "stage=[collective,learngene]"]), 1, core, out / f"{a}.stage12.log")
+               for core, a in zip(cores, batch)])  # fmt: skip
     phases["stages 1-2, ancestors in parallel"] = time.perf_counter() - start
     for a in ancestors:
         start = time.perf_counter()
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               RUN, *common, f"collective.mode={a}", f"paths.output_dir={out / a}", "stage=[individual,report]",
-               "trainer.strategy=ddp", f"trainer.devices={processes}"]  # fmt: skip
-        _wait([(_start(cmd, 1, None, out / f"{a}.stage3.log"), out / f"{a}.stage3.log")])
+        cmd = run_py([*common, f"collective.mode={a}", f"paths.output_dir={out / a}", "stage=[individual,report]",
+                      "trainer.strategy=ddp", f"trainer.devices={processes}"], processes)  # fmt: skip
+        _wait([_start(cmd, 1, None, out / f"{a}.stage3.log")])
         phases[f"{a} stage 3, {processes} processes"] = time.perf_counter() - start
     return phases
 
