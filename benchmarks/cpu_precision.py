@@ -7,6 +7,8 @@ differently: the losses agree to about two decimals, not bitwise). Alternating r
 On a CPU without native bf16 the bf16 rows are skipped (the suite refuses ``trainer=cpu_fast`` there).
 
     .venv/bin/python benchmarks/cpu_precision.py                 # about two minutes on 2 idle CPU cores
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE .venv/bin/python benchmarks/cpu_precision.py --emulated-bf16
+                                        # an AVX-512 CPU without bf16 instructions: what emulated bf16 costs
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import image_set, machine, print_machine, write_json  # noqa: E402
 
-from experiments.pipeline.config_check import cpu_has_bf16  # noqa: E402
 from learngene_core.backbones.base import BlockNet  # noqa: E402
 from learngene_core.backbones.vgg import PAPER_SCHEDULE, PAPER_WIDTHS, vgg_spec  # noqa: E402
 from learngene_core.data.augmentation import BatchAugment  # noqa: E402
 from learngene_core.data.loaders import TensorBatchLoader  # noqa: E402
 from learngene_core.growth import parse_schedule, scale_width, widen  # noqa: E402
+from learngene_core.utils.native_bf16 import cpu_has_bf16, onednn_isa_cap  # noqa: E402
 from lightning_modules.collective_module import CollectiveModule  # noqa: E402
 
 VARIANTS = {  # name -> (Trainer precision, channels-last)
@@ -73,6 +75,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-grow", action="store_true", help="measure the network before growth")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument("--emulated-bf16", action="store_true", help="run the bf16 variants without native bf16 too "
+                   "(to measure what emulation costs, e.g. under ONEDNN_MAX_CPU_ISA=AVX512_CORE)")  # fmt: skip
     args = p.parse_args(argv)
     data = image_set()
     x, y = data.x_train[: args.images], data.y_train[: args.images] % 5
@@ -83,7 +87,9 @@ def main(argv=None) -> dict:
         for e in parse_schedule(PAPER_SCHEDULE, args.width_mult):
             widen(base, e["block"], e["units"])
     bf16 = cpu_has_bf16()
-    variants = {k: v for k, v in VARIANTS.items() if bf16 or not v[0].startswith("bf16")}
+    variants = {
+        k: v for k, v in VARIANTS.items() if bf16 or args.emulated_bf16 or not v[0].startswith("bf16")
+    }
     times: dict[str, list[float]] = {k: [] for k in variants}
     losses: dict[str, list[float]] = {}
     for _ in range(args.repeats):
@@ -93,7 +99,8 @@ def main(argv=None) -> dict:
     info = machine()
     print_machine(info)
     print(f"{args.images} images x {args.epochs} epochs, batch {args.batch_size}, width x{args.width_mult}"
-          f"{'' if args.no_grow else ' grown'}, {base.num_parameters() / 1e6:.2f}M parameters, native bf16: {bf16}")  # fmt: skip
+          f"{'' if args.no_grow else ' grown'}, {base.num_parameters() / 1e6:.2f}M parameters, native bf16: {bf16}"
+          f"{f', oneDNN capped at {onednn_isa_cap()}' if onednn_isa_cap() else ''}")  # fmt: skip
     ref = args.images * args.epochs / min(times["fp32"])
     result = {"machine": info, "args": vars(args), "native_bf16": bf16, "variants": {}}
     for name in variants:
@@ -103,7 +110,7 @@ def main(argv=None) -> dict:
             f"{name:32s} {rate:8.1f} samples/s  ratio to fp32 {rate / ref:5.2f}  max |loss - fp32 loss| {gap:.4f}"
         )
         result["variants"][name] = {"samples_per_s": rate, "ratio": rate / ref, "max_loss_gap": gap}
-    if not bf16:
+    if not bf16 and not args.emulated_bf16:
         print("bf16 variants skipped: this CPU has no native bf16 (AVX512-BF16 or AMX)")
     write_json(args.json, result)
     return result

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, print_machine, run_py, write_json  # noqa: E402
 
-from experiments.pipeline.config_check import cpu_has_bf16  # noqa: E402
+from learngene_core.utils.native_bf16 import cpu_has_bf16  # noqa: E402
 
 
 def layouts(processes: int) -> dict[str, tuple[list[str], int]]:

@@ -176,7 +176,7 @@ def test_stage3_layout_times_the_same_stage_three_in_each_layout(finished_run, t
     (the same methods, shot counts and number of tasks) and reports its time and the per-task gaps."""
     from conftest import TINY
 
-    from experiments.pipeline.config_check import cpu_has_bf16
+    from learngene_core.utils.native_bf16 import cpu_has_bf16
 
     out = tmp_path / "layout.json"
     stdout = run_script("stage3_layout.py", str(finished_run), *TINY, "methods=[learngene,scratch]",
@@ -198,7 +198,7 @@ def test_study_layout_runs_the_same_study_both_ways(tmp_path):
     layout, with the same methods, and the script reports both times and both accuracies."""
     from conftest import TINY
 
-    from experiments.pipeline.config_check import cpu_has_bf16
+    from learngene_core.utils.native_bf16 import cpu_has_bf16
 
     out = tmp_path / "layout.json"
     stdout = run_script(

@@ -12,9 +12,10 @@ import pytest
 from conftest import TINY, compose
 
 import experiments.pipeline.config_check as config_check
-from experiments.pipeline.config_check import check_config, cpu_has_bf16
+from experiments.pipeline.config_check import check_config
 from experiments.pipeline.runner import run_pipeline
 from learngene_core.errors import ConfigError
+from learngene_core.utils.native_bf16 import cpu_has_bf16
 
 
 def test_the_fast_path_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
@@ -24,6 +25,52 @@ def test_the_fast_path_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeyp
     ):
         check_config(compose(["trainer=cpu_fast"], tmp_path))
     check_config(compose(["trainer=cpu"], tmp_path))  # fp32 stays available everywhere
+
+
+def test_bf16_emulated_by_onednn_does_not_count_as_native(monkeypatch):
+    """oneDNN says bf16 is supported on any AVX-512 CPU and emulates it where the instructions are missing (half of
+    fp32's speed): the CPU's own flags decide, and an ISA cap below AVX512_CORE_BF16 turns them off."""
+    import torch
+
+    from learngene_core.utils import native_bf16
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    assert not native_bf16.cpu_has_bf16()  # e.g. Cascade Lake: AVX-512, no AVX512-BF16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    for cap, native in (("avx512_core", False), ("AVX512_CORE_VNNI", False), ("AVX2", False),
+                        ("AVX512_CORE_BF16", True), ("ALL", True)):  # fmt: skip
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert native_bf16.cpu_has_bf16() is native, cap
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert native_bf16.cpu_has_bf16()
+
+
+def test_the_fast_path_is_refused_where_onednn_has_no_bf16_instructions():
+    """Not mocked: a process whose oneDNN is capped at AVX512_CORE (an AVX-512 CPU without bf16) refuses
+    trainer=cpu_fast in one line before any work, and runs trainer=cpu."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from conftest import compose; from experiments.pipeline.config_check import check_config\n"
+        "from learngene_core.errors import ConfigError; import tempfile; from pathlib import Path\n"
+        "check_config(compose(['trainer=cpu'], Path(tempfile.mkdtemp())))\n"
+        "try:\n    check_config(compose(['trainer=cpu_fast'], Path(tempfile.mkdtemp())))\n"
+        "except ConfigError as err:\n    print(err); sys.exit(3)\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent)  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    message = done.stdout.strip()
+    assert "\n" not in message and "no native bf16" in message and "ONEDNN_MAX_CPU_ISA=AVX512_CORE" in message
+    assert message.startswith("trainer.precision='bf16-mixed'") and message.endswith(
+        "use trainer=cpu (32-true)"
+    )
 
 
 def test_the_fast_path_composes_to_bf16_autocast_and_channels_last(tmp_path):

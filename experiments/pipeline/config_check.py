@@ -17,6 +17,7 @@ from experiments.pipeline.config_schema import all_problems, check_typed, check_
 from experiments.pipeline.plan import trainer_processes
 from learngene_core.bounds import Range
 from learngene_core.errors import ConfigError
+from learngene_core.utils.native_bf16 import cpu_has_bf16, onednn_isa_cap
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -127,8 +128,13 @@ def _check_compute(cfg: DictConfig, stages: list[str]) -> None:
             fail("trainer.accelerator", accelerator, "no CUDA device is available here; use trainer=cpu (or "
                  "trainer.accelerator=cpu), or run on a machine with a GPU")  # fmt: skip
     if precision.startswith("bf16") and not _on_cuda(accelerator) and not cpu_has_bf16():
-        fail("trainer.precision", precision, "this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 would be "
-             "emulated and several times slower than fp32; use trainer=cpu (32-true)")  # fmt: skip
+        cap = (
+            f", or oneDNN is capped below them: ONEDNN_MAX_CPU_ISA={onednn_isa_cap()}"
+            if onednn_isa_cap()
+            else ""
+        )
+        fail("trainer.precision", precision, f"this CPU has no native bf16 (AVX512-BF16 or AMX{cap}), so bf16 would "
+             "be emulated, at about half of fp32's speed; use trainer=cpu (32-true)")  # fmt: skip
     callbacks = list((get(cfg, "callbacks") or {}).keys())
     if precision == "16-mixed" and "criterion_stats" in callbacks:
         fail("trainer.precision", "16-mixed", "scales the loss, so the gradient statistics would read scaled "
@@ -186,16 +192,6 @@ def _on_cuda(accelerator: str) -> bool:
     import torch
 
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (oneDNN's own test: AVX512-BF16 or AMX)."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def check_data_limits(cfg: DictConfig, image_set) -> None:
