@@ -24,7 +24,7 @@ def test_an_extension_method_s_options_are_checked_like_the_suite_s_own(tmp_path
     without any central list being edited, and every problem of the config comes in one message."""
     from experiments.methods.registry import register_method, unregister_method
 
-    register_method("nc", "nearest centroid (an extension)", needs_collective=True)(nc)
+    register_method("nc", "nearest centroid (an extension)")(nc)
     target = ["+methods.nc._target_=test_config_schema.nc", "+methods.nc._partial_=true"]
     try:
         check_config(compose([*target, "+methods.nc.metric=cosine", "+methods.nc.shrink=0.5"], tmp_path))

@@ -27,7 +27,6 @@ def test_statistics_of_a_hand_made_gradient_match_their_definitions():
     assert s["abs_frac"] == pytest.approx(3 / 6)  # 7e-10, 2e-9, 6e-10
     assert s["mean_abs"] == pytest.approx((3e-10 + 7e-10 + 1e-11 + 2e-9 + 6e-10) / 6)
     assert s["rel_norm"] == pytest.approx(float(g.norm()) / 5.0, rel=1e-5)
-    assert get_statistic("paper_signed_frac").paper
 
 
 def test_a_statistic_s_options_reach_its_function_and_an_option_needs_a_default(tmp_path):

@@ -79,7 +79,7 @@ def run_linear_probe(
     }
 
 
-@register_method("linear_probe", "linear probe on collective features", needs_collective=True)
+@register_method("linear_probe", "linear probe on collective features")
 def linear_probe(m: MethodContext, max_iter: Positive) -> list[Job]:
     """``max_iter``: iterations of the logistic regression's solver."""
     net = m.collective
@@ -90,7 +90,6 @@ def linear_probe(m: MethodContext, max_iter: Positive) -> list[Job]:
 @register_method(
     "prototype",
     "prototype (nearest centroid) on collective features",
-    needs_collective=True,
 )
 def prototype(m: MethodContext, metric: Literal["euclidean", "cosine"]) -> list[Job]:
     net = m.collective

@@ -36,7 +36,7 @@ def run_finetune(
     }
 
 
-@register_method("finetune", "fine-tune whole collective model", needs_collective=True)
+@register_method("finetune", "fine-tune whole collective model")
 def finetune(m: MethodContext) -> list[Job]:
     net = m.collective
     return [Job(identity={"kind": "finetune", "collective": net_digest(net)},

@@ -70,7 +70,6 @@ def scratch(m: MethodContext) -> list[Job]:
 @register_method(
     "judgement",
     "judgement (every window, inherited and from scratch)",
-    needs_collective=True,
     validation=True,
     section="experiments.pipeline.report.judgement:SECTION",
 )

@@ -3,7 +3,7 @@ pipeline, the config check and the report read. A method is *built* one way only
 config node's ``_target_``: the result is a callable that plans the method's work for one (collective seed, shot
 count), and its options arrive as arguments (the config check reads their types from the target's signature)::
 
-    @register_method("my_method", label="my method (what it is)", needs_collective=True)
+    @register_method("my_method", label="my method (what it is)")
     def my_method(m: MethodContext, k: Positive, metric: Literal["euclidean", "cosine"]) -> list[Job]:
         return [Job(identity={"kind": "my_method"}, run=lambda tasks: ...)]
 
@@ -85,7 +85,6 @@ class Method:
     target: (
         Callable  # what its config's _target_ names: built, it is called with a MethodContext -> list[Job]
     )
-    needs_collective: bool = False  # reads the collective network itself (not only the learngene)
     validation: bool = (
         False  # its jobs also run on the held-out validation tasks (the report chooses among its arms)
     )
@@ -113,7 +112,6 @@ METHODS: dict[str, Method] = {}
 def register_method(
     name: str,
     label: str,
-    needs_collective: bool = False,
     validation: bool = False,
     reference: bool = False,
     section: str | None = None,
@@ -138,7 +136,6 @@ def register_method(
             name,
             label,
             fn,
-            needs_collective,
             validation,
             reference,
             section,

@@ -26,7 +26,6 @@ from learngene_core.criterion.registry import register_statistic
     "paper_signed_frac",
     "step",
     "the paper's statistic: fraction of gradient entries > tau (signed, as its public code)",
-    paper=True,
 )
 def paper_signed_frac(g: torch.Tensor, w: torch.Tensor, tau: float) -> torch.Tensor:
     return (g > tau).sum().float() / g.numel()

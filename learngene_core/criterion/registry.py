@@ -42,7 +42,6 @@ class Statistic:
     fn: Callable
     description: str
     normalise: str | None = None
-    paper: bool = False  # the paper's own statistic
 
     def options(self) -> dict[str, inspect.Parameter]:
         """The statistic's own options: its function's keyword-only parameters."""
@@ -65,7 +64,7 @@ STATISTICS: dict[str, Statistic] = {}
 
 
 def register_statistic(
-    name: str, kind: str, description: str, normalise: str | None = None, paper: bool = False
+    name: str, kind: str, description: str, normalise: str | None = None
 ) -> Callable[[Callable], Callable]:
     if kind not in KINDS:
         raise ValueError(f"statistic kind {kind!r}; valid: {list(KINDS)}")
@@ -73,7 +72,7 @@ def register_statistic(
         raise ValueError(f"normalise={normalise!r}; valid: {list(NORMALISATIONS)}")
 
     def deco(fn: Callable) -> Callable:
-        stat = Statistic(name, kind, fn, description, normalise, paper)
+        stat = Statistic(name, kind, fn, description, normalise)
         bare = [n for n, p in stat.options().items() if p.default is p.empty]
         if bare:
             raise ValueError(
