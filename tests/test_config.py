@@ -22,6 +22,10 @@ def test_every_experiment_and_budget_composes_and_checks(exp, budget, tmp_path):
         overrides.append(f"budget={budget}")
     if exp == "miniimagenet_fewshot":
         overrides.append(f"data.path={tmp_path}")
+    if exp is None and budget == "paper":  # the paper's numbers come from a paper experiment
+        with pytest.raises(ConfigError, match=r"budget=paper .* add \+exp=cifar_fewshot"):
+            check_config(compose(overrides, tmp_path, resolve=False))
+        return
     cfg = compose(overrides, tmp_path)
     check_config(cfg)
     if budget:
@@ -76,6 +80,18 @@ def test_invalid_values_are_named_with_what_is_valid(override, message, tmp_path
     cfg = compose([override], tmp_path)
     with pytest.raises(ConfigError, match=message):
         check_config(cfg)
+
+
+def test_the_paper_budget_comes_from_the_experiment_file(tmp_path):
+    """budget=paper reads an experiment's own numbers (paper_budget); without one it is one clear line."""
+    cfg = compose(["+exp=miniimagenet_fewshot", "data.path=/nowhere"], tmp_path)
+    assert (cfg.budget.target_tasks, cfg.individual.n_tasks, cfg.collective.epochs) == (10, 10, 100)
+    assert compose(["+exp=cifar_fewshot"], tmp_path).individual.n_tasks == 5
+    assert "paper_budget" not in compose([], tmp_path)  # the quickstart has no paper numbers
+    with pytest.raises(
+        ConfigError, match=r"^budget=paper .*add \+exp=cifar_fewshot or \+exp=miniimagenet_fewshot"
+    ):
+        check_config(compose(["budget=paper"], tmp_path, resolve=False))
 
 
 def test_missing_npz_path_is_reported(tmp_path):

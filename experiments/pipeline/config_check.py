@@ -79,6 +79,9 @@ def check_model(cfg: DictConfig) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` naming every problem of the config (one line each): the typed schema
     (keys, types, bounds, choices; config_schema.py), then the rules across keys. Data limits come later."""
+    if OmegaConf.select(cfg, "budget.name") == "paper" and OmegaConf.select(cfg, "paper_budget") is None:
+        raise ConfigError("budget=paper runs the numbers a paper experiment gives (paper_budget) and none is "
+                          "selected: add +exp=cifar_fewshot or +exp=miniimagenet_fewshot, or use budget=small")  # fmt: skip
     with all_problems():
         check_typed(cfg)
         stages = list(get(cfg, "stage") or [])

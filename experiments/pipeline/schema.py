@@ -162,7 +162,7 @@ class Compute:
 
 
 @dataclass
-class ProtocolNumbers:
+class PaperBudget:  # an experiment's numbers for budget=paper (only paper experiments set them)
     collective_tasks: Positive
     collective_epochs: Positive
     target_tasks: Positive
@@ -338,7 +338,7 @@ class Run:
     from_run: str | None
     optimized_metric: str
     compute: Compute
-    protocol: ProtocolNumbers
+    paper_budget: PaperBudget
     collective: Collective
     criterion: Criterion
     individual: Individual
