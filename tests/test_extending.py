@@ -37,7 +37,7 @@ def toy(m, accuracy: float):
     def run(tasks):
         return [TaskResult(t.seed, t.index, list(t.classes), accuracy, 0.0) for t in tasks], {"parameters": 1}
 
-    return [Job(identity={"kind": "toy"}, run=run)]
+    return [Job(identity={"kind": "toy"}, compute=run)]
 
 
 def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_path):
@@ -142,7 +142,9 @@ class ToyArms:
                     "parameters": 1
                 }
 
-            return Job(identity={"kind": "toy_arms", "arm": arm}, run=run, arm=arm)  # no "level" written here
+            return Job(
+                identity={"kind": "toy_arms", "arm": arm}, compute=run, arm=arm
+            )  # no "level" written here
 
         return [job("low", 0.0), job("high", 0.1)]
 

@@ -122,5 +122,5 @@ def descendants(
                 identity = {"kind": "individual", "spec": spec.to_dict(),
                             "inherit": adapted.content_digest() if inherit else None}  # fmt: skip
                 run = functools.partial(run_descendant, m.run, adapted, spec, n_lower, inherit=inherit)
-                jobs.append(Job(identity=identity, run=run, arm=arm, extra={"descendant": extra}))
+                jobs.append(Job(identity=identity, compute=run, arm=arm, extra={"descendant": extra}))
     return jobs

@@ -84,7 +84,7 @@ def linear_probe(m: MethodContext, max_iter: Positive) -> list[Job]:
     """``max_iter``: iterations of the logistic regression's solver."""
     net = m.collective
     return [Job(identity={"kind": "linear_probe", "collective": net_digest(net)},
-                run=lambda tasks: run_linear_probe(m.run, net, tasks, max_iter))]  # fmt: skip
+                compute=lambda tasks: run_linear_probe(m.run, net, tasks, max_iter))]  # fmt: skip
 
 
 @register_method(
@@ -94,4 +94,4 @@ def linear_probe(m: MethodContext, max_iter: Positive) -> list[Job]:
 def prototype(m: MethodContext, metric: Literal["euclidean", "cosine"]) -> list[Job]:
     net = m.collective
     return [Job(identity={"kind": "prototype", "collective": net_digest(net)},
-                run=lambda tasks: run_prototype(m.run, net, tasks, metric))]  # fmt: skip
+                compute=lambda tasks: run_prototype(m.run, net, tasks, metric))]  # fmt: skip

@@ -40,4 +40,4 @@ def run_finetune(
 def finetune(m: MethodContext) -> list[Job]:
     net = m.collective
     return [Job(identity={"kind": "finetune", "collective": net_digest(net)},
-                run=lambda tasks: run_finetune(m.run, net, tasks))]  # fmt: skip
+                compute=lambda tasks: run_finetune(m.run, net, tasks))]  # fmt: skip

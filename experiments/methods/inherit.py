@@ -53,7 +53,7 @@ def inherit_job(m: MethodContext, learngene: Learngene, inherit: bool, name: str
         "inherit": learngene.content_digest() if inherit else None,
     }
     return Job(
-        identity=identity, run=lambda tasks: run_inherit(m.run, learngene, tasks, inherit, name), **extra
+        identity=identity, compute=lambda tasks: run_inherit(m.run, learngene, tasks, inherit, name), **extra
     )
 
 

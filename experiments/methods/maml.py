@@ -72,4 +72,4 @@ class Maml:
         spec, _ = spec_for(m.run, m.learngene)
         identity = {"kind": "maml", "spec": spec.to_dict(), "seed": m.run.individual.seed,
                     "ways": m.run.individual.ways}  # fmt: skip
-        return [Job(identity=identity, run=lambda tasks: run_maml(m, self, spec, identity, tasks))]
+        return [Job(identity=identity, compute=lambda tasks: run_maml(m, self, spec, identity, tasks))]

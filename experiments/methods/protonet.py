@@ -66,4 +66,4 @@ class ProtoNet:
     def __call__(self, m: MethodContext) -> list[Job]:
         spec, _ = spec_for(m.run, m.learngene)
         identity = {"kind": "protonet", "spec": spec.to_dict(), "seed": m.run.individual.seed}
-        return [Job(identity=identity, run=lambda tasks: run_protonet(m, self, spec, identity, tasks))]
+        return [Job(identity=identity, compute=lambda tasks: run_protonet(m, self, spec, identity, tasks))]

@@ -5,7 +5,7 @@ count), and its options arrive as arguments (the config check reads their types 
 
     @register_method("my_method", label="my method (what it is)")
     def my_method(m: MethodContext, k: Positive, metric: Literal["euclidean", "cosine"]) -> list[Job]:
-        return [Job(identity={"kind": "my_method"}, run=lambda tasks: ...)]
+        return [Job(identity={"kind": "my_method"}, compute=lambda tasks: ...)]
 
 with one config file ``experiments/configs/methods/my_method.yaml``::
 
@@ -13,7 +13,7 @@ with one config file ``experiments/configs/methods/my_method.yaml``::
 
 selected with ``methods=[...,my_method]`` (a method with many options may be a dataclass with ``__call__(m)``, as
 ProtoNet and MAML are). A :class:`Job` says what determines its numbers (``identity``: equal identities are
-computed once, across collective seeds and reruns) and how to compute them (``run(tasks) -> (per-task results,
+computed once, across collective seeds and reruns) and how to compute them (``compute(tasks) -> (per-task results,
 info)``); the method's own config node is part of every job's identity without being written there
 (``MethodContext.config_identity``, less the keys a method declares ``identity_excludes`` because each job's
 identity already says what they change). Methods with several arms (the judgement: every window, inherited and
@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 @dataclass
 class Job:
     identity: dict  # everything (besides the shared stage-3 settings) that determines the results
-    run: Callable[[list], tuple[list, dict]]  # tasks -> (per-task TaskResults, info such as parameters)
+    compute: Callable[[list], tuple[list, dict]]  # tasks -> (per-task TaskResults, info such as parameters)
     arm: str | None = None  # e.g. "inherit:conv1-conv3" for one arm of a multi-arm method
     extra: dict = field(default_factory=dict)  # stored with the entry (e.g. the window)
 

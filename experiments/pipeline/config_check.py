@@ -175,14 +175,16 @@ def _check_runs(cfg: DictConfig, stages: list[str]) -> None:
             "reuses an earlier collective run, so 'collective' cannot be in stage as well",
         )
     out = Path(str(get(cfg, "paths.output_dir")))
-    source = Path(str(from_run)) if from_run is not None else out
-    if stages == ["report"] and not run_files.raw_results_path(source).exists():
-        fail("stage", stages, f"the report needs stage-3 results and {run_files.raw_results_path(source)} does not "
+    reads_from = Path(str(from_run)) if from_run is not None else out
+    if stages == ["report"] and not run_files.raw_results_path(reads_from).exists():
+        fail("stage", stages, f"the report needs stage-3 results and {run_files.raw_results_path(reads_from)} does not "
              "exist: run the individual stage first, or set from_run to a run directory whose individual stage "
              "finished")  # fmt: skip
     if stages and stages[0] != "report" and (from_run is not None or "collective" not in stages):
         seeds = [int(s) for s in get(cfg, "collective.seeds")]
-        missing = [s for s in seeds if not (run_files.collective_dir(source, s) / "manifest.json").exists()]
+        missing = [
+            s for s in seeds if not (run_files.collective_dir(reads_from, s) / "manifest.json").exists()
+        ]
         if missing and from_run is not None:
             fail("from_run", from_run, f"holds no collective run for collective seeds {missing} (collective/seed_<s>/"
                  f"manifest.json); set collective.seeds to the seeds it has")  # fmt: skip

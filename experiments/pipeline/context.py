@@ -31,7 +31,8 @@ class RunContext:
         self.cfg = cfg
         self.out = Path(output_dir)
         self.loggers = loggers or []
-        self.source = Path(str(cfg.from_run)) if cfg.get("from_run") else self.out
+        # where the earlier stages' outputs are read: the from_run directory, or this run's own
+        self.reads_from = Path(str(cfg.from_run)) if cfg.get("from_run") else self.out
         self.timings: dict[str, float] = {}
         self.cpu_timings: dict[str, float] = {}  # this process's CPU seconds per stage
         self.image_set_override: ImageSet | None = None
@@ -120,14 +121,14 @@ class RunContext:
 
     def collective_dir(self, seed: int, own: bool = False) -> Path:
         """Stage-1 outputs of collective seed ``seed``: this run's (``own``) or, with from_run, the earlier run's."""
-        return run_files.collective_dir(self.out if own else self.source, seed)
+        return run_files.collective_dir(self.out if own else self.reads_from, seed)
 
     def learngene_dir(self, seed: int, own: bool = False) -> Path:
         """This run's learngene of ``seed`` if the learngene stage ran here (or ``own``), else from_run's."""
         mine = run_files.learngene_dir(self.out, seed)
-        if own or (mine / "learngene.pt").exists() or self.source == self.out:
+        if own or (mine / "learngene.pt").exists() or self.reads_from == self.out:
             return mine
-        return run_files.learngene_dir(self.source, seed)
+        return run_files.learngene_dir(self.reads_from, seed)
 
     # -- Trainers -----------------------------------------------------------------------------------
     def make_trainer(self, max_epochs: int, callbacks: list | None = None, logger: Any = False,

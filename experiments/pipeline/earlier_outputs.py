@@ -28,5 +28,5 @@ def check_earlier_outputs(ctx) -> None:
         if "report" in stages and "learngene" not in stages and (lg_dir / "learngene.json").exists():
             run_files.read_json_file(lg_dir / "learngene.json", "learngene record")
     if stages & {"individual", "report"}:
-        for root in {ctx.out, ctx.source}:
+        for root in {ctx.out, ctx.reads_from}:
             run_files.read_raw_results(run_files.raw_results_path(root))

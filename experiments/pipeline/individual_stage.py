@@ -140,7 +140,7 @@ def run_individual(ctx: RunContext) -> dict:
                 tasks = (target_tasks(cfg, ctx.image_set, shots) if split is None
                          else validation_tasks(cfg, ctx.image_set, shots))  # fmt: skip
                 t0, cpu0 = time.perf_counter(), time.process_time()
-                results, info = job.run(tasks)
+                results, info = job.compute(tasks)
                 comp = {"info": info, "tasks": [r.to_dict() for r in results],
                         "wall_time_s": round(time.perf_counter() - t0, 2),
                         "cpu_time_s": round(time.process_time() - cpu0, 2), "first_entry": key}  # fmt: skip

@@ -52,7 +52,9 @@ class Gathered:
     """The results of some entries: keyed for pairing, and once per distinct computation for summaries."""
 
     by_task: dict = field(default_factory=dict)  # (collective seed, seed, task) -> accuracy, for pairing
-    source: dict = field(default_factory=dict)  # collective seed -> the computation its accuracies come from
+    computation: dict = field(
+        default_factory=dict
+    )  # collective seed -> the computation its accuracies come from
     unique: dict = field(default_factory=dict)  # (computation, seed, task) -> accuracy, each result once
     info: dict = field(default_factory=dict)
     times: list[float] = field(default_factory=list)
@@ -71,7 +73,7 @@ def gather_entries(raw: dict, entries: list[dict]) -> Gathered:
                 f"missing; the results file is damaged: move individual/results_raw.json away and rerun stage 3"
             )
         fresh = not any(k[0] == e["computation"] for k in g.unique)
-        g.source[e["collective_seed"]] = e["computation"]
+        g.computation[e["collective_seed"]] = e["computation"]
         for t in comp["tasks"]:
             g.by_task[(e["collective_seed"], t["seed"], t["task"])] = t["acc"]
             g.unique[(e["computation"], t["seed"], t["task"])] = t["acc"]
@@ -108,7 +110,9 @@ def _add_pairs(rows: dict, g: Gathered, ref: Gathered, seeds: set | None = None)
     for k in sorted(set(g.by_task) & set(ref.by_task)):
         cs, seed, task = k
         if seeds is None or cs in seeds:
-            rows.setdefault((g.source[cs], ref.source[cs]), {})[(seed, task)] = g.by_task[k] - ref.by_task[k]
+            rows.setdefault((g.computation[cs], ref.computation[cs]), {})[(seed, task)] = (
+                g.by_task[k] - ref.by_task[k]
+            )
 
 
 def _paired_rows(rows: dict, vs: str) -> dict | None:
@@ -212,8 +216,8 @@ class ReportPlan:
 
 def build_results(ctx: RunContext, plan: ReportPlan) -> dict:
     raw_path = run_files.raw_results_path(ctx.out)
-    if not raw_path.exists() and ctx.source != ctx.out:
-        raw_path = run_files.raw_results_path(ctx.source)
+    if not raw_path.exists() and ctx.reads_from != ctx.out:
+        raw_path = run_files.raw_results_path(ctx.reads_from)
     if not raw_path.exists():
         raise CheckpointError(
             f"nothing to report: {raw_path} does not exist. Run the individual stage first (stage=[...,individual,"
