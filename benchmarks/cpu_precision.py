@@ -31,7 +31,7 @@ from learngene_core.backbones.vgg import PAPER_SCHEDULE, PAPER_WIDTHS, vgg_spec 
 from learngene_core.data.augmentation import BatchAugment  # noqa: E402
 from learngene_core.data.loaders import TensorBatchLoader  # noqa: E402
 from learngene_core.growth import parse_schedule, scale_width, widen  # noqa: E402
-from learngene_core.utils.native_bf16 import cpu_has_bf16, onednn_isa_cap  # noqa: E402
+from learngene_core.utils.native_bf16 import bf16_blocking_cap, cpu_has_bf16  # noqa: E402
 from lightning_modules.collective_module import CollectiveModule  # noqa: E402
 
 VARIANTS = {  # name -> (Trainer precision, channels-last)
@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     print_machine(info)
     print(f"{args.images} images x {args.epochs} epochs, batch {args.batch_size}, width x{args.width_mult}"
           f"{'' if args.no_grow else ' grown'}, {base.num_parameters() / 1e6:.2f}M parameters, native bf16: {bf16}"
-          f"{f', oneDNN capped at {onednn_isa_cap()}' if onednn_isa_cap() else ''}")  # fmt: skip
+          f"{f', oneDNN capped below bf16: {bf16_blocking_cap()}' if bf16_blocking_cap() else ''}")  # fmt: skip
     ref = args.images * args.epochs / min(times["fp32"])
     result = {"machine": info, "args": vars(args), "native_bf16": bf16, "variants": {}}
     for name in variants:

@@ -20,6 +20,8 @@ from learngene_core.utils.native_bf16 import cpu_has_bf16
 
 def test_the_fast_path_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
     monkeypatch.setattr(config_check, "cpu_has_bf16", lambda: False)
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # the CPU itself, not a cap, is what lacks bf16 here
+        monkeypatch.delenv(var, raising=False)
     with pytest.raises(
         ConfigError, match=r"trainer.precision='?bf16-mixed'?.*no native bf16.*use trainer=cpu"
     ):
@@ -29,23 +31,63 @@ def test_the_fast_path_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeyp
 
 def test_bf16_emulated_by_onednn_does_not_count_as_native(monkeypatch):
     """oneDNN says bf16 is supported on any AVX-512 CPU and emulates it where the instructions are missing (half of
-    fp32's speed): the CPU's own flags decide, and an ISA cap below AVX512_CORE_BF16 turns them off."""
+    fp32's speed): on x86 the CPU's own flags decide, and an ISA cap below AVX512_CORE_BF16 turns them off, read
+    as oneDNN reads it (ONEDNN_ before DNNL_, an empty value skipped, an unknown value no cap)."""
+    import platform
+
     import torch
 
     from learngene_core.utils import native_bf16
 
-    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for var in native_bf16.ISA_CAP_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     assert not native_bf16.cpu_has_bf16()  # e.g. Cascade Lake: AVX-512, no AVX512-BF16
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    for cap, native in (("avx512_core", False), ("AVX512_CORE_VNNI", False), ("AVX2", False),
-                        ("AVX512_CORE_BF16", True), ("ALL", True)):  # fmt: skip
-        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-        assert native_bf16.cpu_has_bf16() is native, cap
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     assert native_bf16.cpu_has_bf16()
+    cases = [  # (ONEDNN_MAX_CPU_ISA, DNNL_MAX_CPU_ISA, the blocking cap named)
+        ("avx512_core", None, "ONEDNN_MAX_CPU_ISA=avx512_core"), ("AVX512_CORE_VNNI", None, "ONEDNN_MAX_CPU_ISA="
+        "AVX512_CORE_VNNI"), (None, "AVX2", "DNNL_MAX_CPU_ISA=AVX2"), ("", "AVX2", "DNNL_MAX_CPU_ISA=AVX2"),
+        ("AVX512_CORE_BF16", "AVX2", None), ("ALL", None, None), ("FOO", "AVX2", None),
+    ]  # fmt: skip
+    for onednn, dnnl, cap in cases:
+        for var, value in zip(native_bf16.ISA_CAP_VARIABLES, (onednn, dnnl)):
+            if value is None:
+                monkeypatch.delenv(var, raising=False)
+            else:
+                monkeypatch.setenv(var, value)
+        assert native_bf16.bf16_blocking_cap() == cap and native_bf16.cpu_has_bf16() is (cap is None), (
+            onednn,
+            dnnl,
+        )
+
+
+def test_native_bf16_without_torch_s_probes_and_on_arm(monkeypatch, tmp_path):
+    """A torch without the cpuinfo probes reads the kernel's CPU flags; ARM keeps oneDNN's answer (its BF16
+    extension is native, there is no AVX-512 emulation)."""
+    import platform
+
+    import torch
+
+    from learngene_core.utils import native_bf16
+
+    for var in native_bf16.ISA_CAP_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    flags = tmp_path / "cpuinfo"
+    real_path = native_bf16.Path
+    monkeypatch.setattr(native_bf16, "Path", lambda p: flags if p == "/proc/cpuinfo" else real_path(p))
+    flags.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not native_bf16.cpu_has_bf16()
+    flags.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert native_bf16.cpu_has_bf16()
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    for answer in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda a=answer: a, raising=False)
+        assert native_bf16.cpu_has_bf16() is answer
 
 
 def test_the_fast_path_is_refused_where_onednn_has_no_bf16_instructions():
@@ -67,7 +109,10 @@ def test_the_fast_path_is_refused_where_onednn_has_no_bf16_instructions():
                           cwd=Path(__file__).parent)  # fmt: skip
     assert done.returncode == 3, done.stderr[-2000:]
     message = done.stdout.strip()
-    assert "\n" not in message and "no native bf16" in message and "ONEDNN_MAX_CPU_ISA=AVX512_CORE" in message
+    assert (
+        "\n" not in message
+        and "oneDNN is capped below its bf16 instructions (ONEDNN_MAX_CPU_ISA=AVX512_CORE)" in message
+    )
     assert message.startswith("trainer.precision='bf16-mixed'") and message.endswith(
         "use trainer=cpu (32-true)"
     )

@@ -17,7 +17,7 @@ from experiments.pipeline.config_schema import all_problems, check_typed, check_
 from experiments.pipeline.plan import trainer_processes
 from learngene_core.bounds import Range
 from learngene_core.errors import ConfigError
-from learngene_core.utils.native_bf16 import cpu_has_bf16, onednn_isa_cap
+from learngene_core.utils.native_bf16 import bf16_blocking_cap, cpu_has_bf16
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -131,13 +131,14 @@ def _check_compute(cfg: DictConfig, stages: list[str]) -> None:
             fail("trainer.accelerator", accelerator, "no CUDA device is available here; use trainer=cpu (or "
                  "trainer.accelerator=cpu), or run on a machine with a GPU")  # fmt: skip
     if precision.startswith("bf16") and not _on_cuda(accelerator) and not cpu_has_bf16():
-        cap = (
-            f", or oneDNN is capped below them: ONEDNN_MAX_CPU_ISA={onednn_isa_cap()}"
-            if onednn_isa_cap()
-            else ""
+        cap = bf16_blocking_cap()
+        why = (
+            f"oneDNN is capped below its bf16 instructions ({cap})"
+            if cap
+            else "this CPU has no native bf16 (AVX512-BF16 or AMX)"
         )
-        fail("trainer.precision", precision, f"this CPU has no native bf16 (AVX512-BF16 or AMX{cap}), so bf16 would "
-             "be emulated, at about half of fp32's speed; use trainer=cpu (32-true)")  # fmt: skip
+        fail("trainer.precision", precision, f"{why}, so bf16 would be emulated, far slower than fp32 (0.48x under "
+             "AVX-512 emulation, docs/benchmarks.md); use trainer=cpu (32-true)")  # fmt: skip
     callbacks = list((get(cfg, "callbacks") or {}).keys())
     if precision == "16-mixed" and "criterion_stats" in callbacks:
         fail("trainer.precision", "16-mixed", "scales the loss, so the gradient statistics would read scaled "
