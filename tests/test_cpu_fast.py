@@ -20,7 +20,10 @@ from learngene_core.utils.native_bf16 import cpu_has_bf16
 
 def test_the_fast_path_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
     monkeypatch.setattr(config_check, "cpu_has_bf16", lambda: False)
-    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # the CPU itself, not a cap, is what lacks bf16 here
+    for var in (
+        "ONEDNN_MAX_CPU_ISA",
+        "DNNL_MAX_CPU_ISA",
+    ):  # the CPU itself, not a cap, is what lacks bf16 here
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(
         ConfigError, match=r"trainer.precision='?bf16-mixed'?.*no native bf16.*use trainer=cpu"

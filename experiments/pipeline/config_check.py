@@ -7,6 +7,7 @@ Each problem is reported as one line naming the key, the bad value and what is v
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -80,8 +81,9 @@ def check_config(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` naming every problem of the config (one line each): the typed schema
     (keys, types, bounds, choices; config_schema.py), then the rules across keys. Data limits come later."""
     if OmegaConf.select(cfg, "budget.name") == "paper" and OmegaConf.select(cfg, "paper_budget") is None:
-        raise ConfigError("budget=paper runs the numbers a paper experiment gives (paper_budget) and none is "
-                          "selected: add +exp=cifar_fewshot or +exp=miniimagenet_fewshot, or use budget=small")  # fmt: skip
+        choices = " or ".join(f"+exp={name}" for name in paper_experiments())
+        raise ConfigError(f"budget=paper runs the numbers a paper experiment gives (paper_budget) and none is "
+                          f"selected: add {choices}, or use budget=small")  # fmt: skip
     with all_problems():
         check_typed(cfg)
         stages = list(get(cfg, "stage") or [])
@@ -96,6 +98,12 @@ def check_config(cfg: DictConfig) -> None:
         if isinstance(mean, ListConfig) and isinstance(std, ListConfig) and len(mean) != len(std):
             fail("data.std", list(std), f"needs one value per channel, like data.mean {list(mean)}")
         check_model(cfg)  # last: it builds the backbone, which a bad value found above may stop
+
+
+def paper_experiments() -> list[str]:
+    """The experiment files that give the paper budget's numbers (a top-level ``paper_budget`` node)."""
+    exp_dir = Path(__file__).resolve().parents[1] / "configs" / "exp"
+    return sorted(p.stem for p in exp_dir.glob("*.yaml") if re.search(r"^paper_budget:", p.read_text(), re.M))
 
 
 def _check_modes(cfg: DictConfig) -> None:
