@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     quiet_libraries()
     data_overrides = (
-        ["data=npz", f"data.path={args.npz}"] if Path(args.npz).is_file() else ["individual.ways=3"]
+        ["data=npz", f"data.path={args.npz}"] if Path(args.npz).is_file() else ["+exp=quickstart"]
     )
     overrides = [*data_overrides, "logger=none", f"budget.width_mult={args.width_mult}",
                  f"budget.individual_epochs={args.epochs}", "trainer.accelerator=cpu"]  # fmt: skip

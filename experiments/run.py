@@ -1,6 +1,7 @@
 """Entry point: ``python experiments/run.py [+exp=NAME] [budget=small] [key=value ...]``.
 
-With no ``+exp`` it runs the offline quickstart (every stage on scikit-learn's digits, tiny budget).
+With no ``+exp`` it runs ``+exp=quickstart``, the offline quickstart (every stage on scikit-learn's digits, tiny
+budget; experiments/pipeline/default_experiment.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if (
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from experiments.pipeline.default_experiment import with_default_experiment  # noqa: E402
 from experiments.pipeline.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
@@ -36,4 +38,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if not any(a.startswith(("-sc", "--shell-completion", "--info")) for a in sys.argv[1:]):
+        sys.argv[1:] = with_default_experiment(sys.argv[1:])  # no experiment named: the quickstart
     main()

@@ -73,8 +73,10 @@ def compose(overrides: list[str] | None = None, output_dir: str | Path | None = 
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
+    from experiments.pipeline.default_experiment import with_default_experiment
+
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="run", overrides=list(overrides or []))
+        cfg = hydra_compose(config_name="run", overrides=with_default_experiment(list(overrides or [])))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir or "/tmp/learngene-test")
     if resolve:

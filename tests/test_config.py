@@ -82,6 +82,25 @@ def test_invalid_values_are_named_with_what_is_valid(override, message, tmp_path
         check_config(cfg)
 
 
+def test_no_experiment_named_is_the_quickstart_and_the_data_file_sets_only_data(tmp_path):
+    """run.py and compose select +exp=quickstart when no experiment is named; the digits data file changes no
+    collective or individual key, so a paper experiment on digits stays 5-way at the paper's lr (and is refused
+    by the data limits) instead of quietly becoming the quickstart."""
+    from experiments.pipeline.default_experiment import with_default_experiment
+
+    assert with_default_experiment(["budget=small"]) == ["+exp=quickstart", "budget=small"]
+    for named in (["+exp=cifar_fewshot"], ["+exp=[quickstart,descendants]"], ["exp=[a,b]"], ["~exp"]):
+        assert with_default_experiment(named) == named
+    quick = compose([], tmp_path)
+    assert (quick.exp_name, quick.collective.classes_per_task, quick.collective.lr, quick.individual.ways) == (
+        "quickstart", 3, 0.01, 3)  # fmt: skip
+    paper_on_digits = compose(["+exp=cifar_fewshot", "data=digits"], tmp_path)
+    assert (paper_on_digits.collective.lr, paper_on_digits.individual.ways) == (0.001, 5)
+    cli = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "--cfg", "job"], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert cli.returncode == 0 and "exp_name: quickstart" in cli.stdout, cli.stderr[-2000:]
+
+
 def test_the_paper_budget_comes_from_the_experiment_file(tmp_path):
     """budget=paper reads an experiment's own numbers (paper_budget); without one it is one clear line."""
     cfg = compose(["+exp=miniimagenet_fewshot", "data.path=/nowhere"], tmp_path)

@@ -121,7 +121,7 @@ def test_a_data_source_s_own_keys_are_accepted_resolved_or_not_and_typed(resolve
         [],
         ["+exp=cifar_fewshot", "budget=small", "data=npz", "data.path=x.npz", "collective.mode=joint"],
         ["+exp=cifar_fewshot", "budget=paper"],
-        ["+exp=descendants"],
+        ["+exp=[quickstart,descendants]"],
         ["+exp=miniimagenet_fewshot", "data.path=somewhere"],
         ["model=resnet12", "trainer=cpu_fast", "logger=many"],
     ],

@@ -211,7 +211,7 @@ def test_exp_descendants_runs_and_reports_every_shape(finished_run, tmp_path):
     from experiments.pipeline.runner import run_pipeline
 
     out = tmp_path / "run"
-    cfg = compose([*TINY, "+exp=descendants", "budget.target_tasks=1", "stage=[individual,report]",
+    cfg = compose([*TINY, "+exp=[quickstart,descendants]", "budget.target_tasks=1", "stage=[individual,report]",
                    f"from_run={finished_run}"], out)  # fmt: skip
     res = run_pipeline(cfg, out)
     rows = res["descendants"]["5"]["rows"]
@@ -288,7 +288,7 @@ def test_bad_descendant_configs_are_refused_before_any_work(override, match, tmp
     from experiments.pipeline.config_check import check_config
 
     with pytest.raises(ConfigError, match=match):
-        check_config(compose([*TINY, "+exp=descendants", override], tmp_path))
+        check_config(compose([*TINY, "+exp=[quickstart,descendants]", override], tmp_path))
 
 
 def test_a_depth_that_leaves_no_inherited_block_is_refused_before_stage_3_trains(finished_run, tmp_path):
@@ -296,7 +296,7 @@ def test_a_depth_that_leaves_no_inherited_block_is_refused_before_stage_3_trains
 
     from experiments.pipeline.runner import run_pipeline
 
-    cfg = compose([*TINY, "+exp=descendants", "methods.descendants.shapes=[{width:1,depth:1}]",
+    cfg = compose([*TINY, "+exp=[quickstart,descendants]", "methods.descendants.shapes=[{width:1,depth:1}]",
                    "stage=[individual,report]", f"from_run={finished_run}"], tmp_path)  # fmt: skip
     with pytest.raises(
         ConfigError, match=r"^methods\.descendants\.shapes\[0\]\.depth=1: the descendant needs"

@@ -305,7 +305,7 @@ def test_joint_ancestor_matches_the_continual_sample_steps_and_runs_every_stage(
 
 
 def test_budget_scaling_multirun_and_its_comparison(tmp_path):
-    """``+exp=budget_scaling`` runs one job per (ancestor mode, budget) offline; compare.py gathers them."""
+    """``+exp=[quickstart,budget_scaling]`` runs one job per (ancestor mode, budget) offline; compare.py gathers them."""
     import subprocess
     import sys
 
@@ -313,7 +313,7 @@ def test_budget_scaling_multirun_and_its_comparison(tmp_path):
 
     sweep = tmp_path / "sweep"
     tiny = [o for o in TINY if not o.startswith("budget.collective_epochs")]
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "+exp=budget_scaling", *tiny,
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "+exp=[quickstart,budget_scaling]", *tiny,
            "collective.epochs=1,2", f"hydra.sweep.dir={sweep}", "individual.cache_dir=" + str(tmp_path / "cache")]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
