@@ -89,6 +89,19 @@ def test_no_experiment_named_is_the_quickstart_and_the_data_file_sets_only_data(
     from experiments.pipeline.default_experiment import with_default_experiment
 
     assert with_default_experiment(["budget=small"]) == ["+exp=quickstart", "budget=small"]
+    assert with_default_experiment(["-m", "k=2,3", "--cfg", "job"]) == [
+        "-m",
+        "+exp=quickstart",
+        "k=2,3",
+        "--cfg",
+        "job",
+    ]
+    assert with_default_experiment(["--cfg", "job", "--resolve"]) == [
+        "--cfg",
+        "job",
+        "--resolve",
+        "+exp=quickstart",
+    ]
     for named in (["+exp=cifar_fewshot"], ["+exp=[quickstart,descendants]"], ["exp=[a,b]"], ["~exp"]):
         assert with_default_experiment(named) == named
     quick = compose([], tmp_path)

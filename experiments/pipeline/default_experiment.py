@@ -13,9 +13,15 @@ DEFAULT_EXPERIMENT = "quickstart"
 _NAMES_AN_EXPERIMENT = re.compile(r"^[+~]{0,2}exp(@[^=]*)?(=|$)")
 
 
-def with_default_experiment(overrides: list[str]) -> list[str]:
-    """``+exp=quickstart`` and ``overrides`` when none of them names an experiment (first: Hydra's command line
-    takes its overrides before flags such as ``--cfg job``)."""
-    if any(_NAMES_AN_EXPERIMENT.match(o) for o in overrides):
-        return list(overrides)
-    return [f"+exp={DEFAULT_EXPERIMENT}", *overrides]
+def _is_override(arg: str) -> bool:
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+
+
+def with_default_experiment(args: list[str]) -> list[str]:
+    """``args`` (Hydra overrides, or a whole command line with flags such as ``-m`` or ``--cfg job``) with
+    ``+exp=quickstart`` added when none of them names an experiment. It goes next to the other overrides, since
+    Hydra's command line takes them as one run of positional arguments (``-m +exp=quickstart k=v``)."""
+    if any(_NAMES_AN_EXPERIMENT.match(a) for a in args):
+        return list(args)
+    at = next((i for i, a in enumerate(args) if _is_override(a)), len(args))
+    return [*args[:at], f"+exp={DEFAULT_EXPERIMENT}", *args[at:]]
