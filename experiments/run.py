@@ -38,6 +38,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    if not any(a.startswith(("-sc", "--shell-completion", "--info")) for a in sys.argv[1:]):
+    if not any(a.startswith(("-sc", "--shell-completion")) for a in sys.argv[1:]):
         sys.argv[1:] = with_default_experiment(sys.argv[1:])  # no experiment named: the quickstart
     main()

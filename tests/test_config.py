@@ -83,27 +83,31 @@ def test_invalid_values_are_named_with_what_is_valid(override, message, tmp_path
 
 
 def test_no_experiment_named_is_the_quickstart_and_the_data_file_sets_only_data(tmp_path):
-    """run.py and compose select +exp=quickstart when no experiment is named; the digits data file changes no
+    """run.py and compose select +exp=quickstart when no experiment and no other data is named; the digits data file changes no
     collective or individual key, so a paper experiment on digits stays 5-way at the paper's lr (and is refused
     by the data limits) instead of quietly becoming the quickstart."""
     from experiments.pipeline.default_experiment import with_default_experiment
 
-    assert with_default_experiment(["budget=small"]) == ["+exp=quickstart", "budget=small"]
-    assert with_default_experiment(["-m", "k=2,3", "--cfg", "job"]) == [
+    q = "+exp=quickstart"
+    assert with_default_experiment(["budget=small"]) == [q, "budget=small"]
+    assert with_default_experiment(["-m", "k=2,3"]) == [
         "-m",
-        "+exp=quickstart",
+        q,
         "k=2,3",
-        "--cfg",
-        "job",
-    ]
-    assert with_default_experiment(["--cfg", "job", "--resolve"]) == [
-        "--cfg",
-        "job",
-        "--resolve",
-        "+exp=quickstart",
-    ]
-    for named in (["+exp=cifar_fewshot"], ["+exp=[quickstart,descendants]"], ["exp=[a,b]"], ["~exp"]):
-        assert with_default_experiment(named) == named
+    ]  # next to the overrides, not before -m
+    assert with_default_experiment(["-i", "defaults"]) == [q, "-i", "defaults"]
+    assert with_default_experiment(["data=digits", "k=1"]) == [q, "data=digits", "k=1"]
+    for left_alone in (["+exp=cifar_fewshot"], ["+exp=[quickstart,descendants]"], ["exp=[a,b]"],
+                       ["data=npz", "data.path=x.npz"], ["-cp", "/run/.hydra", "-cn", "config"], ["-cn", "other"]):  # fmt: skip
+        assert with_default_experiment(left_alone) == left_alone
+    plain_npz = compose(
+        ["data=npz"], tmp_path
+    )  # another data set: run.yaml's own settings, not the quickstart's
+    assert (plain_npz.collective.classes_per_task, plain_npz.collective.lr, plain_npz.individual.ways) == (
+        5,
+        0.001,
+        5,
+    )
     quick = compose([], tmp_path)
     assert (quick.exp_name, quick.collective.classes_per_task, quick.collective.lr, quick.individual.ways) == (
         "quickstart", 3, 0.01, 3)  # fmt: skip

@@ -187,6 +187,14 @@ def test_wilcoxon_sees_ties_and_zeros_in_float_accuracies():
     assert paired_difference(acc(a), acc(b))["p_wilcoxon"] == pytest.approx(exact)
     same = [0.1 + 0.2, 0.7, 0.5]  # 0.30000000000000004 against 0.3: a zero, not a tiny difference
     assert paired_difference(same, [0.3, 0.7, 0.5])["p_wilcoxon"] is None
+    # equal differences that straddle a decimal rounding boundary (10 more correct of 599: 0.016694 or 0.016695
+    # in float32) still tie
+    n = 599
+    correct = [(10, 0), (11, 1), (12, 2), (70, 80), (75, 85), (81, 91), (203, 200)]  # 70, 75, 81: 0.016695
+    x = np.array([float(torch.tensor(a / n, dtype=torch.float32)) for a, _ in correct])
+    y = np.array([float(torch.tensor(b / n, dtype=torch.float32)) for _, b in correct])
+    exact = scipy.stats.wilcoxon([a - b for a, b in correct]).pvalue
+    assert paired_over_tasks([x - y])["p_wilcoxon"] == pytest.approx(exact)
 
 
 def test_two_level_interval_equals_a_hand_anova_and_its_coverage_by_number_of_seeds():

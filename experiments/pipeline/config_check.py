@@ -18,7 +18,7 @@ from experiments.pipeline.config_schema import all_problems, check_typed, check_
 from experiments.pipeline.plan import trainer_processes
 from learngene_core.bounds import Range
 from learngene_core.errors import ConfigError
-from learngene_core.utils.native_bf16 import bf16_blocking_cap, cpu_has_bf16
+from learngene_core.utils.native_bf16 import cpu_has_bf16, why_not_native
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -139,12 +139,7 @@ def _check_compute(cfg: DictConfig, stages: list[str]) -> None:
             fail("trainer.accelerator", accelerator, "no CUDA device is available here; use trainer=cpu (or "
                  "trainer.accelerator=cpu), or run on a machine with a GPU")  # fmt: skip
     if precision.startswith("bf16") and not _on_cuda(accelerator) and not cpu_has_bf16():
-        cap = bf16_blocking_cap()
-        why = (
-            f"oneDNN is capped below its bf16 instructions ({cap})"
-            if cap
-            else "this CPU has no native bf16 (AVX512-BF16 or AMX)"
-        )
+        why = why_not_native()
         fail("trainer.precision", precision, f"{why}, so bf16 would be emulated, far slower than fp32 (0.48x under "
              "AVX-512 emulation, docs/benchmarks.md); use trainer=cpu (32-true)")  # fmt: skip
     callbacks = list((get(cfg, "callbacks") or {}).keys())

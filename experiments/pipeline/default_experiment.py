@@ -1,8 +1,12 @@
 """The experiment a command line runs when it names none: the offline quickstart (exp/quickstart.yaml).
 
-``python experiments/run.py`` and the tests' ``compose`` both pass their overrides through
-:func:`with_default_experiment`, so the two compose the same config. An experiment is named by ``+exp=NAME``,
-``+exp=[A,B]`` or ``exp=...``; removing it (``~exp``) counts as naming one.
+``python experiments/run.py`` and the tests' ``compose`` both pass their arguments through
+:func:`with_default_experiment`, so the two compose the same config. The quickstart's settings (3-class tasks,
+3-way target tasks, a 10x learning rate) are for its digits data, so it is added only when the data is the
+default one: ``python experiments/run.py data=npz data.path=...`` runs run.yaml's own settings, as an experiment
+file would. An experiment is named by ``+exp=NAME``, ``+exp=[A,B]`` or ``exp=...``; a command line that
+composes another primary config (``--config-path``/``-cp``, or ``--config-name``/``-cn`` other than ``run``, as
+when re-running a saved ``.hydra/config.yaml``) is left alone.
 """
 
 from __future__ import annotations
@@ -10,18 +14,33 @@ from __future__ import annotations
 import re
 
 DEFAULT_EXPERIMENT = "quickstart"
-_NAMES_AN_EXPERIMENT = re.compile(r"^[+~]{0,2}exp(@[^=]*)?(=|$)")
+_NAMES_AN_EXPERIMENT = re.compile(r"^\+{0,2}exp(@[^=]*)?=")
+_OTHER_DATA = re.compile(r"^\+{0,2}data=(?!digits$)")
 
 
 def _is_override(arg: str) -> bool:
     return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
 
 
+def _other_primary_config(args: list[str]) -> bool:
+    for i, a in enumerate(args):
+        if a in ("-cp", "--config-path") or a.startswith("--config-path="):
+            return True
+        name = args[i + 1] if a in ("-cn", "--config-name") and i + 1 < len(args) else None
+        name = a.split("=", 1)[1] if a.startswith("--config-name=") else name
+        if name is not None and name not in ("run", "run.yaml"):
+            return True
+    return False
+
+
 def with_default_experiment(args: list[str]) -> list[str]:
     """``args`` (Hydra overrides, or a whole command line with flags such as ``-m`` or ``--cfg job``) with
-    ``+exp=quickstart`` added when none of them names an experiment. It goes next to the other overrides, since
-    Hydra's command line takes them as one run of positional arguments (``-m +exp=quickstart k=v``)."""
-    if any(_NAMES_AN_EXPERIMENT.match(a) for a in args):
+    ``+exp=quickstart`` added when they name no experiment and no other data. It goes next to the other overrides
+    (Hydra's command line takes them as one run of positional arguments: ``-m +exp=quickstart k=v``), or first when
+    there are none (``+exp=quickstart --info``)."""
+    if any(_NAMES_AN_EXPERIMENT.match(a) or _OTHER_DATA.match(a) for a in args) or _other_primary_config(
+        args
+    ):
         return list(args)
-    at = next((i for i, a in enumerate(args) if _is_override(a)), len(args))
+    at = next((i for i, a in enumerate(args) if _is_override(a)), 0)
     return [*args[:at], f"+exp={DEFAULT_EXPERIMENT}", *args[at:]]

@@ -37,17 +37,34 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 # Accuracies are ratios of counts stored as floats: two tasks that differ by the same number of correct answers give
 # differences equal only up to float rounding (2/75 - 0/75 vs 3/75 - 1/75), and a zero difference may come out
-# as 1e-8. The signed-rank test must see those as ties and zeros, so differences are rounded to this many decimals
-# first (far below any accuracy's resolution, far above float32's rounding).
-TIE_DECIMALS = 6
+# as 1e-8. The signed-rank test must see those as ties and zeros, so magnitudes closer than this are made equal
+# (and magnitudes below it zero) before ranking: far below the resolution of any accuracy (1 / queries), far above
+# float32's rounding. Rounding to a fixed number of decimals would not do: two equal values on either side of a
+# rounding boundary would still be split.
+TIE_TOLERANCE = 1e-6
+
+
+def snap_ties(differences: np.ndarray, tol: float = TIE_TOLERANCE) -> np.ndarray:
+    """``differences`` with magnitudes within ``tol`` of the previous (sorted) one made equal, and those within
+    ``tol`` of 0 made 0; signs are kept."""
+    d = np.asarray(differences, dtype=float)
+    mag = np.abs(d)
+    order = np.argsort(mag, kind="stable")
+    snapped, previous = mag.copy(), 0.0
+    for i in order:
+        if mag[i] - previous <= tol:
+            snapped[i] = previous
+        else:
+            previous = mag[i]
+    return np.sign(d) * snapped
 
 
 def wilcoxon_p(differences: np.ndarray) -> float | None:
-    """Two-sided Wilcoxon signed-rank p-value of ``differences`` (ties and zeros as such, see TIE_DECIMALS);
+    """Two-sided Wilcoxon signed-rank p-value of ``differences`` (ties and zeros as such, :func:`snap_ties`);
     None when fewer than 2 or all are 0."""
     from scipy.stats import wilcoxon
 
-    d = np.round(np.asarray(differences, dtype=float), TIE_DECIMALS)
+    d = snap_ties(differences)
     if d.size < 2 or not np.any(d != 0):
         return None
     return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)

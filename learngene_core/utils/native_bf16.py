@@ -43,9 +43,21 @@ def _x86_has_bf16_instructions() -> bool:
         return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def _is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def why_not_native() -> str:
+    """Why bf16 is not native here, for the refusal: the missing instructions, or the cap that hides them."""
+    cap = bf16_blocking_cap()
+    if _is_x86() and cap and _x86_has_bf16_instructions():
+        return f"oneDNN is capped below this CPU's bf16 instructions ({cap})"
+    return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+
+
 def cpu_has_bf16() -> bool:
     """True where bf16 convolutions and matrix products run on the CPU's own bf16 instructions."""
-    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+    if _is_x86():
         return _x86_has_bf16_instructions() and bf16_blocking_cap() is None
     import torch
 
