@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from omegaconf import ListConfig
 
@@ -99,13 +100,19 @@ def target_tasks(cfg, image_set: ImageSet, shots: int) -> list[TargetTask]:
 def validation_tasks(cfg, image_set: ImageSet, shots: int) -> list[TargetTask]:
     """The held-out target tasks on which the report chooses (``individual.validation``): other seeds, drawn from
     the group's classes, support and queries both from its *training* images (episodic), so that no test image
-    informs a choice. Empty when ``individual.validation.n_tasks`` is 0."""
+    informs a choice. Under ``individual.protocol=episodic`` the test tasks' queries are training images too: those
+    of every shot count are left out of the validation pool. Empty when ``individual.validation.n_tasks`` is 0."""
     icfg = cfg.individual
     v = icfg.validation
     if v.n_tasks == 0:
         return []
+    exclude = None
+    if icfg.protocol == "episodic":
+        exclude = np.unique(
+            np.concatenate([t.test_idx.numpy() for s in icfg.shots for t in target_tasks(cfg, image_set, s)])
+        )
     return make_target_task_grid(image_set, v.n_tasks, icfg.ways, shots, list(v.seeds), protocol="episodic",
-                                 queries=v.queries, group=v.group)  # fmt: skip
+                                 queries=v.queries, group=v.group, exclude=exclude)  # fmt: skip
 
 
 def describe(ctx) -> list[str]:

@@ -62,7 +62,10 @@ def make_target_tasks(
     protocol: str = "paper",
     queries: int = 15,
     group: str = "novel",
+    exclude: np.ndarray | None = None,
 ) -> list[TargetTask]:
+    """``n_tasks`` seeded ``ways``-way ``shots``-shot tasks of ``group``'s classes; ``exclude``: training-image
+    indices never drawn (e.g. other tasks' query images)."""
     if protocol not in PROTOCOLS:
         raise DataError(f"protocol {protocol!r}; valid: {list(PROTOCOLS)}")
     pool = list(image_set.groups[group])
@@ -81,6 +84,8 @@ def make_target_tasks(
         tr, tr_y, te, te_y = [], [], [], []
         for label, c in enumerate(classes):
             idx = train_by_class.get(c, np.array([], dtype=np.int64))
+            if exclude is not None and len(exclude):
+                idx = idx[~np.isin(idx, exclude)]
             need = shots + (queries if protocol == "episodic" else 0)
             if need > len(idx):
                 what = f"{shots} shots + {queries} queries" if protocol == "episodic" else f"{shots} shots"
