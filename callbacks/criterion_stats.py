@@ -1,9 +1,10 @@
 """CriterionStatsCallback: every registered criterion statistic, gathered while the collective model trains.
 
-Step statistics (:mod:`learngene_core.criterion.gradient` and any registered later) are computed after
-every backward pass (``on_after_backward``: gradients complete, before the optimizer applies weight
-decay, and under DDP already all-reduced, so every process computes identical numbers; the epoch means
-are also averaged across processes once per epoch) for every block and linear layer and summed on the
+Step statistics (:mod:`learngene_core.criterion.gradient` and any registered later) are computed once per
+optimizer step (``on_before_optimizer_step``: the gradient the step applies, accumulated over
+``accumulate_grad_batches`` micro-batches, all-reduced under DDP, unscaled under AMP, before clipping and
+before the optimizer's weight decay, so every process computes identical numbers; the epoch means are also
+averaged across processes once per epoch) for every block and linear layer and summed on the
 device, with no host synchronisation per step. At the end of each epoch the per-epoch means R_l(t, e)
 are moved to the host once and appended to ``gradient_stats.csv`` (rank 0). Task statistics
 (:mod:`learngene_core.criterion.learning`) are computed once, at the end of the task, from a
@@ -78,7 +79,7 @@ class CriterionStatsCallback(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._sums, self._count = None, 0
 
-    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         if trainer.global_step % self.every or not self.step_stats:
             return
         layers = named_layers(pl_module.net)
@@ -96,8 +97,8 @@ class CriterionStatsCallback(L.Callback):
             return
         means = self._sums / self._count
         if trainer.world_size > 1:
-            # DDP gradients are already all-reduced, so every rank normally holds the same numbers; the
-            # mean over ranks also covers steps where a strategy skipped the gradient sync (accumulation).
+            # DDP gradients are all-reduced before the step, so every rank normally holds the same numbers; the
+            # mean over ranks is a safeguard, and rank_disagreement says how far they were apart.
             local = means
             means = trainer.strategy.reduce(local.clone(), reduce_op="mean")
             gap = (local - means).abs().max() / means.abs().max().clamp_min(1e-30)

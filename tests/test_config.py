@@ -248,8 +248,11 @@ def test_from_run_cannot_be_combined_with_training_stage_one(tmp_path):
 
 
 def test_fp16_loss_scaling_is_refused_while_gradient_statistics_are_gathered(tmp_path):
-    with pytest.raises(ConfigError, match="trainer.precision='16-mixed'"):
-        check_config(compose(["trainer.precision=16-mixed"], tmp_path))
+    for fp16 in ("16-mixed", "16", "16-true"):  # Lightning turns "16" into 16-mixed
+        with pytest.raises(
+            ConfigError, match=rf"trainer.precision='?{fp16}'?: fp16 .* use bf16-mixed or 32-true"
+        ):
+            check_config(compose([f"trainer.precision={fp16}"], tmp_path))
     check_config(compose(["trainer.precision=16-mixed", "callbacks=none", "stage=[collective]"], tmp_path))
 
 

@@ -148,7 +148,7 @@ def _run_epoch(cb, net, trainer, steps=2, lr=0.0):
     for _ in range(steps):
         net.zero_grad()
         torch.nn.functional.cross_entropy(net(x), y).backward()
-        cb.on_after_backward(trainer, _Module(net))
+        cb.on_before_optimizer_step(trainer, _Module(net), None)
         per_step.append(
             {
                 b.name: step_statistics(cb.step_stats, [b.conv.weight.grad], [b.conv.weight], cb.tau)
@@ -297,3 +297,53 @@ def test_task_matrix_last_epoch_mean_and_normalisation():
     assert task_matrix(rows, "abs_frac", aggregate="mean")[0][:, 0] == pytest.approx([0.3, 0.15])
     assert task_matrix(rows, "abs_frac", aggregate="last")[0][:, 0] == pytest.approx([0.4, 0.2])
     assert task_matrix(rows, "abs_frac", normalise="first_task")[0][:, 0] == pytest.approx([1.0, 0.5])
+
+
+def test_step_statistics_read_the_accumulated_gradient_once_per_optimizer_step(tmp_path):
+    """With accumulate_grad_batches=2 the callback records the gradient each optimizer step applies (both
+    micro-batches summed), once per step; reading after every backward recorded half-accumulated gradients too."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from callbacks.criterion_stats import CriterionStatsCallback
+    from callbacks.task_inputs import TaskInputs
+    from learngene_core.criterion.records import read_rows
+
+    class Module(L.LightningModule):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    class Reference(L.Callback):
+        def __init__(self, stats):
+            self.stats, self.seen = stats, []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            ws = pl_module.net.blocks[1].criterion_weights()
+            self.seen.append(step_statistics(self.stats, [w.grad for w in ws], ws, 5e-10))
+
+    torch.manual_seed(0)
+    net = BlockNet(
+        vgg_spec([4, 6, 6], pool_after=[1, 2, 3], input_size=8, hidden=[8], num_classes=3, dropout=0)
+    )
+    g = torch.Generator().manual_seed(1)
+    data = TensorDataset(torch.randn(24, 3, 8, 8, generator=g), torch.arange(24) % 3)
+    csv = tmp_path / "stats.csv"
+    cb = CriterionStatsCallback(TaskInputs(task=0, stats_csv=csv, tau=5e-10), task_statistics=False)
+    ref = Reference(cb.step_stats)
+    trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=2, callbacks=[cb, ref], logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                        accelerator="cpu")  # fmt: skip
+    trainer.fit(Module(net), DataLoader(data, batch_size=6))
+    assert len(ref.seen) == 2  # 4 micro-batches, 2 optimizer steps
+    expected = torch.stack(ref.seen).mean(0)
+    rows = {(r["layer"], r["statistic"]): r["value"] for r in read_rows(csv)}
+    for j, stat in enumerate(cb.step_stats):
+        assert rows[(net.blocks[1].name, stat.name)] == pytest.approx(float(expected[j]), rel=1e-6), stat.name
