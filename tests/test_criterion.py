@@ -347,3 +347,19 @@ def test_step_statistics_read_the_accumulated_gradient_once_per_optimizer_step(t
     rows = {(r["layer"], r["statistic"]): r["value"] for r in read_rows(csv)}
     for j, stat in enumerate(cb.step_stats):
         assert rows[(net.blocks[1].name, stat.name)] == pytest.approx(float(expected[j]), rel=1e-6), stat.name
+
+
+def test_first_task_normalisation_keeps_a_block_inserted_by_deepening():
+    """weight_change is normalised by each block's first task; a block deepening inserts before task 2 is
+    normalised by its own first task (task 2) instead of becoming NaN everywhere and dropping the statistic."""
+    from learngene_core.criterion.records import task_matrix
+
+    rows = [{"task": t, "epoch": 0, "layer": layer, "kind": "conv", "statistic": "weight_change", "value": v}
+            for t, vals in enumerate([(2.0, None, 4.0), (1.0, None, 2.0), (1.0, 3.0, 1.0), (0.5, 1.5, 1.0)])
+            for layer, v in zip(("conv1", "conv2+1", "conv2"), vals) if v is not None]  # fmt: skip
+    S, tasks, layers = task_matrix(rows, "weight_change", layer_order=["conv1", "conv2+1", "conv2"],
+                                   normalise="first_task")  # fmt: skip
+    assert tasks == [0, 1, 2, 3] and layers == ["conv1", "conv2+1", "conv2"]
+    np.testing.assert_allclose(S[:, 0], [1.0, 0.5, 0.5, 0.25])
+    np.testing.assert_allclose(S[:, 2], [1.0, 0.5, 0.25, 0.25])
+    assert np.isnan(S[:2, 1]).all() and np.allclose(S[2:, 1], [1.0, 0.5])

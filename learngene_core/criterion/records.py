@@ -105,7 +105,7 @@ def task_matrix(
 
     Layers follow ``layer_order`` (e.g. the final network's block names) or their first appearance; a
     layer absent from a task (a block inserted later by deepening) is NaN there. ``normalise=
-    "first_task"`` divides each layer's values by its value on the first task."""
+    "first_task"`` divides each layer's values by its value on the first task it was recorded in."""
     if aggregate not in ("mean", "last"):
         raise ValueError(f"epoch aggregate {aggregate!r}; valid: ['mean', 'last']")
     rows = [r for r in rows if r["statistic"] == statistic and r["kind"] == kind]
@@ -132,6 +132,11 @@ def task_matrix(
         counts[ti, li] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        if normalise == "first_task" and len(out):
-            out = out / np.where(out[0] != 0, out[0], np.nan)
+        if normalise == "first_task" and len(
+            out
+        ):  # each layer by its first recorded task (a block inserted by
+            recorded = ~np.isnan(out)  # deepening starts later than the others)
+            first = out[recorded.argmax(0), np.arange(out.shape[1])]
+            first = np.where(recorded.any(0) & (first != 0), first, np.nan)
+            out = out / first
     return out, tasks, layers
