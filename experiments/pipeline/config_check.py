@@ -143,9 +143,8 @@ def _check_compute(cfg: DictConfig, stages: list[str]) -> None:
         fail("trainer.precision", precision, f"{why}, so bf16 would be emulated, far slower than fp32 (0.48x under "
              "AVX-512 emulation, docs/benchmarks.md); use trainer=cpu (32-true)")  # fmt: skip
     callbacks = list((get(cfg, "callbacks") or {}).keys())
-    if (
-        precision in ("16", "16-mixed", "16-true") and "criterion_stats" in callbacks
-    ):  # Lightning's fp16 aliases
+    fp16 = ("16", "16-mixed", "16-true")  # Lightning's fp16 spellings ("16" means 16-mixed)
+    if precision in fp16 and "criterion_stats" in callbacks:
         fail("trainer.precision", precision, "fp16 (loss-scaled, or fp16 weights) cannot carry the tiny gradients "
              "the criterion statistics count (tau ~ 5e-10, below fp16's smallest number); use bf16-mixed or 32-true "
              "(or callbacks=none)")  # fmt: skip

@@ -38,9 +38,8 @@ def with_default_experiment(args: list[str]) -> list[str]:
     ``+exp=quickstart`` added when they name no experiment and no other data. It goes next to the other overrides
     (Hydra's command line takes them as one run of positional arguments: ``-m +exp=quickstart k=v``), or first when
     there are none (``+exp=quickstart --info``)."""
-    if any(_NAMES_AN_EXPERIMENT.match(a) or _OTHER_DATA.match(a) for a in args) or _other_primary_config(
-        args
-    ):
+    named = any(_NAMES_AN_EXPERIMENT.match(a) or _OTHER_DATA.match(a) for a in args)
+    if named or _other_primary_config(args):
         return list(args)
     at = next((i for i, a in enumerate(args) if _is_override(a)), 0)
     return [*args[:at], f"+exp={DEFAULT_EXPERIMENT}", *args[at:]]

@@ -54,9 +54,8 @@ class Gathered:
     """The results of some entries: keyed for pairing, and once per distinct computation for summaries."""
 
     by_task: dict = field(default_factory=dict)  # (collective seed, seed, task) -> accuracy, for pairing
-    computation: dict = field(
-        default_factory=dict
-    )  # collective seed -> the computation its accuracies come from
+    # collective seed -> the computation its accuracies come from
+    computation: dict = field(default_factory=dict)
     unique: dict = field(default_factory=dict)  # (computation, seed, task) -> accuracy, each result once
     info: dict = field(default_factory=dict)
     times: list[float] = field(default_factory=list)
