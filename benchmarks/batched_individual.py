@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
         widen(collective, e["block"], e["units"])
     learngene = extract_learngene(collective, 10, 3)
     tasks = make_target_task_grid(
-        ctx.image_set, args.tasks, cfg.individual.ways, args.shots, list(range(args.seeds))
+        ctx.image_set, args.tasks, cfg.target.ways, args.shots, list(range(args.seeds))
     )
     results, seconds = {}, {}
     variants = {"one_by_one": False, "batched_loop": True}
@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     acc = {k: np.array([r.acc for r in v]) for k, v in results.items()}
     info_m = machine()
     print_machine(info_m)
-    print(f"{len(tasks)} target tasks ({cfg.individual.ways}-way {args.shots}-shot), {args.epochs} epochs, "
+    print(f"{len(tasks)} target tasks ({cfg.target.ways}-way {args.shots}-shot), {args.epochs} epochs, "
           f"individual network {info['parameters'] / 1e6:.2f}M parameters ({ctx.image_set.name})")  # fmt: skip
     for name in variants:
         speed = seconds["one_by_one"] / seconds[name]

@@ -14,7 +14,7 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python 
 RUN_DIR=${RUN_DIR:-outputs/gpu_paper_scale/$(date +%Y%m%d-%H%M%S)}
 OUT_JSON=${OUT_JSON:-$RUN_DIR/gpu_paper_scale.json}
 if [ "${TINY:-0}" = 1 ]; then
-  DATA=${DATA:-data=digits individual.ways=3 collective.classes_per_task=3}
+  DATA=${DATA:-data=digits target.ways=3 collective.classes_per_task=3}
 else
   DATA=${DATA:-data.root=data/cifar100 data.download=false}
 fi
@@ -30,7 +30,7 @@ args+=($DATA)
 if [ "${TINY:-0}" = 1 ]; then
   args+=(trainer=cpu budget.collective_tasks=3 budget.collective_epochs=1 budget.width_mult=0.0625
          budget.target_tasks=2 budget.individual_epochs=2 budget.meta_episodes=4 budget.maml_iterations=2
-         model.net.hidden=[64,64] individual.hidden=[64,64])
+         model.net.hidden=[64,64] individual_net.hidden=[64,64])
 else
   args+=(trainer=gpu)
 fi

@@ -57,8 +57,9 @@ def profile(run: Path) -> dict:
     ways, epochs = protocol.get("ways"), protocol.get("epochs")
     if ways is None:  # no report yet: the run's config, as stage 2 recorded it
         lg = next(iter(sorted((run / "learngene").glob("seed_*/learngene.json"))), None)
-        icfg = _read(lg).get("provenance", {}).get("config", {}).get("individual", {}) if lg else {}
-        ways, epochs = icfg.get("ways"), icfg.get("epochs")
+        config = _read(lg).get("provenance", {}).get("config", {}) if lg else {}
+        icfg = config.get("individual", {})  # before the split, ways was here too
+        ways, epochs = config.get("target", icfg).get("ways"), icfg.get("epochs")
     methods: dict[str, dict] = defaultdict(lambda: {"computations": 0, "cached": 0, "wall_s": 0.0, "train_s": 0.0,
                                                     "cpu_s": 0.0, "samples": 0})  # fmt: skip
     seen = set()

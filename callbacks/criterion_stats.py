@@ -27,7 +27,7 @@ from learngene_core.criterion.registry import statistics
 
 
 def named_layers(net) -> list[tuple[str, str, list[torch.Tensor]]]:
-    """(name, kind, watched weights) of every block and linear layer, in network order."""
+    """(name, layer type, watched weights) of every block and linear layer, in network order."""
     out = [(b.name, "conv", b.criterion_weights()) for b in net.blocks]
     out += [(f"fc{i + 1}", "linear", [fc.weight]) for i, fc in enumerate(net.fcs)]
     out.append(("head", "linear", [net.head.weight]))
@@ -69,7 +69,7 @@ class CriterionStatsCallback(L.Callback):
         for stat in self.task_stats:
             values = stat.fn(self.probe)
             new += [
-                {"task": self.task, "epoch": TASK_EPOCH, "layer": n, "kind": "conv", "statistic": stat.name,
+                {"task": self.task, "epoch": TASK_EPOCH, "layer": n, "layer_type": "conv", "statistic": stat.name,
                  "value": float(v)}
                 for n, v in zip(names, values)
             ]  # fmt: skip
@@ -111,11 +111,11 @@ class CriterionStatsCallback(L.Callback):
                 "task": self.task,
                 "epoch": epoch,
                 "layer": name,
-                "kind": kind,
+                "layer_type": layer_type,
                 "statistic": s.name,
                 "value": row[j],
             }
-            for (name, kind), row in zip(self._names, means)
+            for (name, layer_type), row in zip(self._names, means)
             for j, s in enumerate(self.step_stats)
         ]
         self._emit(trainer, new)

@@ -92,7 +92,11 @@ def _layout(run: Path, res: dict) -> dict:
         from omegaconf import OmegaConf
 
         cfg = OmegaConf.load(hydra)
-        found["lower_pools"] = found["lower_pools"] or OmegaConf.select(cfg, "individual.lower_pools")
+        # individual.lower_pools: the key before the individual node was split
+        pools = OmegaConf.select(cfg, "individual_net.lower_pools") or OmegaConf.select(
+            cfg, "individual.lower_pools"
+        )
+        found["lower_pools"] = found["lower_pools"] or pools
         precision = OmegaConf.select(cfg, "trainer.precision")
         found["precision"] = found["precision"] or (None if precision is None else str(precision))
     return found

@@ -39,5 +39,10 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     if not any(a.startswith(("-sc", "--shell-completion")) for a in sys.argv[1:]):
+        from experiments.pipeline.config_schema import moved_override
+
+        if moved := moved_override(sys.argv[1:]):  # Hydra would refuse it without saying where the key is now
+            print(f"error: {moved}", file=sys.stderr)
+            sys.exit(2)
         sys.argv[1:] = with_default_experiment(sys.argv[1:])  # no experiment named: the quickstart
     main()

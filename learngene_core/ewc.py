@@ -60,7 +60,7 @@ class EWC:
     def widen(self, wmap: Widening) -> None:
         """Widen anchors like the weights and Fisher values to the widened network's Fisher."""
         for name in list(self.anchor):
-            self.anchor[name] = wmap.transform(name, self.anchor[name], kind="param")
+            self.anchor[name] = wmap.transform(name, self.anchor[name], quantity="param")
         for name in list(self.fisher):
             self.fisher[name] = wmap.fisher(name, self.fisher[name])
 

@@ -47,8 +47,8 @@ class WideningMap:
         div = self.counts[self.src].to(torch.float32).repeat_interleave(group)
         return cols, div
 
-    def transform(self, name: str, tensor: torch.Tensor, kind: str = "param") -> torch.Tensor:
-        """Widen one tensor of the state dict. ``kind``: "param" (weights, buffers, EWC anchors) or "fisher".
+    def transform(self, name: str, tensor: torch.Tensor, quantity: str = "param") -> torch.Tensor:
+        """Widen one tensor of the state dict. ``quantity``: "param" (weights, buffers, EWC anchors) or "fisher".
 
         A Fisher value is widened to the Fisher of the widened network at the same point: a copy's own
         parameters see d loss / d copy = (d loss / d unit) / copies, so F / k^2; the consumers' divided
@@ -56,7 +56,7 @@ class WideningMap:
         src = self.src.to(tensor.device)
         if name in self.own:
             out = tensor.index_select(0, src)
-            if kind == "fisher":
+            if quantity == "fisher":
                 k = self.counts.to(tensor.device)[src].to(out.dtype)
                 out = out / k.view(-1, *([1] * (out.ndim - 1))) ** 2
             return out
@@ -64,7 +64,7 @@ class WideningMap:
             if name == key:
                 cols, div = self.columns(group)
                 out = tensor.index_select(1, cols.to(tensor.device))
-                if kind == "fisher":
+                if quantity == "fisher":
                     return out
                 out = out / div.to(tensor.device, tensor.dtype).view([1, -1] + [1] * (tensor.ndim - 2))
                 if key in self.noise:
@@ -83,13 +83,13 @@ class Widening:
     new_width: int
     maps: list[WideningMap]
 
-    def transform(self, name: str, tensor: torch.Tensor, kind: str = "param") -> torch.Tensor:
+    def transform(self, name: str, tensor: torch.Tensor, quantity: str = "param") -> torch.Tensor:
         for m in self.maps:
-            tensor = m.transform(name, tensor, kind)
+            tensor = m.transform(name, tensor, quantity)
         return tensor
 
     def fisher(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        return self.transform(name, tensor, kind="fisher")
+        return self.transform(name, tensor, quantity="fisher")
 
     @property
     def noise(self) -> list[torch.Tensor]:

@@ -96,8 +96,8 @@ TINY = [
     "budget.meta_episodes=4",
     "budget.maml_iterations=2",
     "budget.fisher_samples=16",
-    "individual.shots=[5]",
-    "individual.hidden=[64,64]",
+    "target.shots=[5]",
+    "individual_net.hidden=[64,64]",
     "model.net.hidden=[64,64]",
 ]
 

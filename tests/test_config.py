@@ -39,21 +39,21 @@ def test_paper_budget_values_of_the_cifar_experiment(tmp_path):
     assert cfg.collective.lr == 0.001 and cfg.collective.classes_per_task == 5
     assert cfg.model.width_mult == 1.0 and len(cfg.model.growth.schedule) == 20
     assert cfg.collective.optimizer.lr == 0.001 and cfg.collective.optimizer.momentum == 0.9
-    assert (cfg.individual.n_tasks, cfg.individual.epochs, cfg.individual.lr, cfg.individual.batch_size) == (
+    assert (cfg.target.n_tasks, cfg.individual.epochs, cfg.individual.lr, cfg.individual.batch_size) == (
         5,
         30,
         0.005,
         32,
     )
-    assert list(cfg.individual.shots) == [10, 20] and cfg.individual.ways == 5
+    assert list(cfg.target.shots) == [10, 20] and cfg.target.ways == 5
     assert cfg.criterion.tau == 5e-10
 
 
 def test_budget_and_data_overrides_win_over_the_experiment(tmp_path):
     cfg = compose(["+exp=miniimagenet_fewshot", "budget=small", "data=npz", "data.path=x.npz"], tmp_path)
     assert cfg.data.source._target_.endswith("load_npz") and cfg.data.source.path == "x.npz"
-    assert cfg.individual.n_tasks == 5 and cfg.collective.epochs == cfg.budget.collective_epochs
-    assert compose(["+exp=miniimagenet_fewshot", f"data.path={tmp_path}"], tmp_path).individual.n_tasks == 10
+    assert cfg.target.n_tasks == 5 and cfg.collective.epochs == cfg.budget.collective_epochs
+    assert compose(["+exp=miniimagenet_fewshot", f"data.path={tmp_path}"], tmp_path).target.n_tasks == 10
 
 
 @pytest.mark.parametrize(
@@ -103,16 +103,16 @@ def test_no_experiment_named_is_the_quickstart_and_the_data_file_sets_only_data(
     plain_npz = compose(
         ["data=npz"], tmp_path
     )  # another data set: run.yaml's own settings, not the quickstart's
-    assert (plain_npz.collective.classes_per_task, plain_npz.collective.lr, plain_npz.individual.ways) == (
+    assert (plain_npz.collective.classes_per_task, plain_npz.collective.lr, plain_npz.target.ways) == (
         5,
         0.001,
         5,
     )
     quick = compose([], tmp_path)
-    assert (quick.exp_name, quick.collective.classes_per_task, quick.collective.lr, quick.individual.ways) == (
+    assert (quick.exp_name, quick.collective.classes_per_task, quick.collective.lr, quick.target.ways) == (
         "quickstart", 3, 0.01, 3)  # fmt: skip
     paper_on_digits = compose(["+exp=cifar_fewshot", "data=digits"], tmp_path)
-    assert (paper_on_digits.collective.lr, paper_on_digits.individual.ways) == (0.001, 5)
+    assert (paper_on_digits.collective.lr, paper_on_digits.target.ways) == (0.001, 5)
     cli = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "--cfg", "job"], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert cli.returncode == 0 and "exp_name: quickstart" in cli.stdout, cli.stderr[-2000:]
@@ -121,8 +121,8 @@ def test_no_experiment_named_is_the_quickstart_and_the_data_file_sets_only_data(
 def test_the_paper_budget_comes_from_the_experiment_file(tmp_path):
     """budget=paper reads an experiment's own numbers (paper_budget); without one it is one clear line."""
     cfg = compose(["+exp=miniimagenet_fewshot", "data.path=/nowhere"], tmp_path)
-    assert (cfg.budget.target_tasks, cfg.individual.n_tasks, cfg.collective.epochs) == (10, 10, 100)
-    assert compose(["+exp=cifar_fewshot"], tmp_path).individual.n_tasks == 5
+    assert (cfg.budget.target_tasks, cfg.target.n_tasks, cfg.collective.epochs) == (10, 10, 100)
+    assert compose(["+exp=cifar_fewshot"], tmp_path).target.n_tasks == 5
     assert "paper_budget" not in compose([], tmp_path)  # the quickstart has no paper numbers
     with pytest.raises(
         ConfigError, match=r"^budget=paper .*add \+exp=cifar_fewshot or \+exp=miniimagenet_fewshot"
@@ -187,6 +187,12 @@ def test_trainer_flags_pass_through_and_unknown_ones_are_refused(tmp_path):
             r"collective.optimizer.momentun is not a parameter of torch.optim.SGD",
         ),
         ("+whatever=1", r"whatever is not a key the suite reads"),
+        # a key of another node (the target tasks' keys were under individual before it was split by concern)
+        (
+            "+individual.shots=[5]",
+            r"individual.shots is not a key the suite reads.*did you mean target.shots\?",
+        ),
+        ("+individual.hidden=[8]", r"individual.hidden .*did you mean individual_net.hidden\?"),
         (
             "+callbacks.nope._target_=lightning.pytorch.callbacks.Nope",
             r"callbacks.nope._target_=.*cannot be imported",
@@ -213,7 +219,7 @@ def test_a_lightning_callback_from_the_command_line_is_used(tmp_path):
 def test_optimized_metric_names_the_sweep_objective(tmp_path):
     from experiments.pipeline.runner import sweep_objective
 
-    cfg = compose(["individual.shots=[5,10]"], tmp_path)
+    cfg = compose(["target.shots=[5,10]"], tmp_path)
     assert cfg.optimized_metric == "individual/test/acc/learngene/5shot"
     result = {"tables": {"5": [{"method": "learngene", "mean": 0.4, "paired": None}],
                          "10": [{"method": "learngene", "mean": 0.6, "paired": None}]}, "judgement": {},
@@ -242,6 +248,36 @@ def test_cli_reports_an_unknown_experiment_and_a_bad_value(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+def test_a_key_of_the_split_individual_node_says_where_it_is_now(tmp_path):
+    """individual held the target tasks and the network's shape too; an old command line is told the new key, by
+    run.py before Hydra (which would say only "not in struct") and by the schema check for a '+' override."""
+    from experiments.pipeline.config_schema import moved_override
+
+    assert moved_override(["+exp=quickstart", "individual.ways=3"]).startswith(
+        "individual.ways is now target.ways:"
+    )
+    assert moved_override(["+individual.validation.n_tasks=0"]).startswith(
+        "individual.validation.n_tasks is now target.validation.n_tasks:"
+    )
+    assert moved_override(["individual.lower_pools=match"]).startswith(
+        "individual.lower_pools is now individual_net"
+    )
+    assert (
+        moved_override(["individual.lr=0.1", "collective.seeds=[0]", "-m", "+collective.hidden=[8]"]) is None
+    )
+    old = run_cli("individual.shots=[5]", f"hydra.run.dir={tmp_path}")
+    assert old.returncode == 2
+    assert (
+        old.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: individual.shots is now target.shots: the individual")
+    )
+    with pytest.raises(
+        ConfigError, match=r"collective.hidden is not a key the suite reads, so it would be ignored \(keys of"
+    ):
+        check_config(compose(["+collective.hidden=[8]"], tmp_path))  # no hint where none applies
+
+
 def test_from_run_cannot_be_combined_with_training_stage_one(tmp_path):
     with pytest.raises(ConfigError, match="'collective' cannot be in stage"):
         check_config(compose([f"from_run={tmp_path}"], tmp_path))
@@ -263,6 +299,9 @@ def test_paths_output_dir_is_where_the_run_writes(tmp_path):
     assert (out / ".hydra" / "config.yaml").is_file()  # Hydra's own files follow paths.output_dir too
 
 
+DEEPENS_BEFORE_TASK_2 = "model.growth.schedule=[[0,8],{op:deepen,after:12},[13,8]]"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -279,6 +318,15 @@ def test_paths_output_dir_is_where_the_run_writes(tmp_path):
         (
             ["model=resnet12", "criterion.k=2", "model.growth.schedule=[{op:deepen,after:1}]"],
             r"model.growth.schedule\[0\]=.*\(this backbone cannot deepen\)",
+        ),
+        (  # the learngene after task 1 comes from 13 blocks: the deepening entry applies before task 2
+            [DEEPENS_BEFORE_TASK_2, "criterion.after_task=1", "criterion.window=11"],
+            r"criterion.window=11: a window of k=3 blocks of the network after task 1 \(criterion.after_task\) "
+            r"starts at 0..10",
+        ),
+        (
+            [DEEPENS_BEFORE_TASK_2, "criterion.after_task=1", "criterion.k=14"],
+            r"criterion.k=14: .* task 1 .*\(13\)",
         ),
     ],
 )
@@ -330,6 +378,8 @@ def test_the_number_of_training_processes_is_read_one_way_for_every_devices_form
         ["trainer.precision=32"],
         ["trainer.precision=bf16"],
         ["model=resnet12", "criterion.k=2"],
+        [DEEPENS_BEFORE_TASK_2, "criterion.after_task=2", "criterion.window=11"],  # 14 blocks after task 2
+        [DEEPENS_BEFORE_TASK_2, "collective.mode=joint", "criterion.after_task=1", "criterion.window=11"],
     ],
 )
 def test_valid_combinations_are_accepted(overrides, tmp_path, monkeypatch):
@@ -357,15 +407,13 @@ def test_every_data_limit_exceeded_is_named_in_one_message(tmp_path):
     from experiments.pipeline.config_check import check_data_limits
 
     image_set = make_image_set(num_classes=12, per_class_train=15)
-    cfg = compose(
-        ["individual.shots=[10,20]", "individual.ways=3", "collective.classes_per_task=3"], tmp_path
-    )
+    cfg = compose(["target.shots=[10,20]", "target.ways=3", "collective.classes_per_task=3"], tmp_path)
     with pytest.raises(ConfigError) as err:
         check_data_limits(cfg, image_set)
     lines = str(err.value).splitlines()
     assert lines[0] == f"{len(lines) - 1} problems in the configuration:"
     keys = [line.split("=")[0].strip() for line in lines[1:]]
-    assert {"individual.shots", "methods.protonet.queries", "methods.maml.queries"} <= set(keys)
+    assert {"target.shots", "methods.protonet.queries", "methods.maml.queries"} <= set(keys)
     assert len(keys) == len(set(keys))  # one line per key
 
 

@@ -269,7 +269,9 @@ def test_callback_records_task_statistics_once_per_task(tmp_path):
 
 def test_a_torn_last_line_is_dropped_and_other_damage_named(tmp_path, caplog):
     csv = tmp_path / "gradient_stats.csv"
-    rows = [{"task": 0, "epoch": 0, "layer": "conv1", "kind": "conv", "statistic": "abs_frac", "value": 0.5}]
+    rows = [
+        {"task": 0, "epoch": 0, "layer": "conv1", "layer_type": "conv", "statistic": "abs_frac", "value": 0.5}
+    ]
     append_rows(csv, rows * 2)
     with open(csv, "a") as f:
         f.write("0,1,conv1,conv,abs_fr")  # a kill in the middle of a write
@@ -284,14 +286,29 @@ def test_a_torn_last_line_is_dropped_and_other_damage_named(tmp_path, caplog):
     csv.write_text("garbage\n")
     with pytest.raises(CheckpointError, match="gradient_stats.csv"):
         read_rows(csv)
-    csv.write_text("task,epoch,layer,kind,statistic,value\n0,x,conv1,conv,abs_frac,1\n")
+    csv.write_text("task,epoch,layer,layer_type,statistic,value\n0,x,conv1,conv,abs_frac,1\n")
     with pytest.raises(CheckpointError, match="line 2"):
         read_rows(csv)
 
 
+def test_a_gradient_stats_file_from_before_layer_type_is_read_and_resumed(tmp_path):
+    """The layer column was called ``kind``: such a file is read as ``layer_type``, and the resume's truncation
+    rewrites it with today's header, so rows appended afterwards match it."""
+    csv = tmp_path / "gradient_stats.csv"
+    csv.write_text(
+        "task,epoch,layer,kind,statistic,value\n0,0,conv1,conv,abs_frac,0.5\n1,0,conv1,conv,abs_frac,0.7\n"
+    )
+    assert [r["layer_type"] for r in read_rows(csv)] == ["conv", "conv"]
+    truncate_rows(csv, 1)
+    append_rows(csv, [{"task": 1, "epoch": 0, "layer": "conv1", "layer_type": "conv", "statistic": "abs_frac",
+                       "value": 0.25}])  # fmt: skip
+    assert csv.read_text().splitlines()[0] == "task,epoch,layer,layer_type,statistic,value"
+    assert task_matrix(read_rows(csv), "abs_frac")[0][:, 0].tolist() == [0.5, 0.25]
+
+
 def test_task_matrix_last_epoch_mean_and_normalisation():
     rows = [
-        {"task": t, "epoch": e, "layer": "conv1", "kind": "conv", "statistic": "abs_frac", "value": v}
+        {"task": t, "epoch": e, "layer": "conv1", "layer_type": "conv", "statistic": "abs_frac", "value": v}
         for t, e, v in [(0, 0, 0.2), (0, 1, 0.4), (1, 0, 0.1), (1, 1, 0.2)]
     ]
     assert task_matrix(rows, "abs_frac", aggregate="mean")[0][:, 0] == pytest.approx([0.3, 0.15])
@@ -354,7 +371,7 @@ def test_first_task_normalisation_keeps_a_block_inserted_by_deepening():
     normalised by its own first task (task 2) instead of becoming NaN everywhere and dropping the statistic."""
     from learngene_core.criterion.records import task_matrix
 
-    rows = [{"task": t, "epoch": 0, "layer": layer, "kind": "conv", "statistic": "weight_change", "value": v}
+    rows = [{"task": t, "epoch": 0, "layer": layer, "layer_type": "conv", "statistic": "weight_change", "value": v}
             for t, vals in enumerate([(2.0, None, 4.0), (1.0, None, 2.0), (1.0, 3.0, 1.0), (0.5, 1.5, 1.0)])
             for layer, v in zip(("conv1", "conv2+1", "conv2"), vals) if v is not None]  # fmt: skip
     S, tasks, layers = task_matrix(rows, "weight_change", layer_order=["conv1", "conv2+1", "conv2"],

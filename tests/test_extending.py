@@ -37,7 +37,7 @@ def toy(m, accuracy: float):
     def run(tasks):
         return [TaskResult(t.seed, t.index, list(t.classes), accuracy, 0.0) for t in tasks], {"parameters": 1}
 
-    return [Job(identity={"kind": "toy"}, compute=run)]
+    return [Job(identity={"job": "toy"}, compute=run)]
 
 
 def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_path):
@@ -143,7 +143,7 @@ class ToyArms:
                 }
 
             return Job(
-                identity={"kind": "toy_arms", "arm": arm}, compute=run, arm=arm
+                identity={"job": "toy_arms", "arm": arm}, compute=run, arm=arm
             )  # no "level" written here
 
         return [job("low", 0.0), job("high", 0.1)]

@@ -56,8 +56,8 @@ def write_npz(path: Path, classes: int = 12, train: int = 24, test: int = 8, siz
     return path
 
 
-NPZ_TINY = [o for o in TINY if not o.startswith("individual.shots")] + [
-    "data=npz", "individual.shots=[5]", "individual.ways=3", "collective.classes_per_task=3",
+NPZ_TINY = [o for o in TINY if not o.startswith("target.shots")] + [
+    "data=npz", "target.shots=[5]", "target.ways=3", "collective.classes_per_task=3",
 ]  # fmt: skip
 
 
@@ -90,13 +90,13 @@ LIMITS = [
      r"methods.protonet.queries=15: 5 shots .* need 20 training images per base class but .* has 15; use "
      r"methods.protonet.queries <= 10"),
     (["methods=[maml]", "methods.maml.queries=14"], r"methods.maml.queries=14: .*has 15"),
-    (["individual.shots=[16]"], r"individual.shots=\[16\]: 16 shots need 16 training images .* has 15"),
-    (["individual.ways=5"], r"individual.ways=5: the novel group has 4 classes; use at most 4"),
+    (["target.shots=[16]"], r"target.shots=\[16\]: 16 shots need 16 training images .* has 15"),
+    (["target.ways=5"], r"target.ways=5: the novel group has 4 classes; use at most 4"),
     (["methods=[protonet]", "methods.protonet.ways=7"], r"methods.protonet.ways=7: .*6 base classes"),
     (["collective.classes_per_task=7"], r"collective.classes_per_task=7: there are 6 base classes"),
     (["collective.replacement=false", "budget.collective_tasks=3"], r"collective.n_tasks=3: with collective.replacement"),
     (["collective.train_per_class=16"], r"collective.train_per_class=16: a base class has only 15"),
-    (["individual.protocol=episodic", "individual.queries=12"], r"individual.shots=\[5\]: 5 shots \+ 12 queries"),
+    (["target.protocol=episodic", "target.queries=12"], r"target.shots=\[5\]: 5 shots \+ 12 queries"),
     (["data.image_size=16"], r"data.image_size=16: .*too small for the network.s 5 2x2 pools; use images of at least 32"),
 ]  # fmt: skip
 
@@ -458,7 +458,7 @@ def test_the_documented_command_runs_the_quickstart_budget_on_a_new_npz(channels
     """docs/data.md: `python experiments/run.py data=npz data.path=FILE [data.image_size=84]` on a data set the
     suite has never seen (20 classes: 14 base, 2 open-world, 4 novel... with ways and classes per task that fit)."""
     npz = write_npz(tmp_path / "new.npz", classes=20, train=40, test=10, size=size, channels=channels)
-    args = ["data=npz", f"data.path={npz}", f"data.image_size={size}", "individual.ways=4", "logger=none",
+    args = ["data=npz", f"data.path={npz}", f"data.image_size={size}", "target.ways=4", "logger=none",
             f"paths.output_dir={tmp_path / 'run'}"]  # fmt: skip
     out = cli(*args, timeout=3600)
     assert out.returncode == 0, out.stderr[-3000:]

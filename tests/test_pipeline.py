@@ -89,7 +89,7 @@ def test_full_pipeline_writes_every_artifact(full_run):
     val = [e for e in raw["entries"].values() if e.get("split") == "validation"]
     assert val and {e["method"] for e in val} == {"judgement"}
     val_tasks = {(t["seed"], t["task"]) for e in val for t in raw["computations"][e["computation"]]["tasks"]}
-    assert {s for s, _ in val_tasks} == {1000}  # other seeds than the test tasks' (individual.seeds=[0])
+    assert {s for s, _ in val_tasks} == {1000}  # other seeds than the test tasks' (target.seeds=[0])
     assert {"paper_signed_frac", "weight_change"} <= set(judgement["statistics"])
     learngene = json.loads((out / L0 / "learngene.json").read_text())
     assert (
@@ -97,6 +97,8 @@ def test_full_pipeline_writes_every_artifact(full_run):
         and learngene["statistic"] == "paper_signed_frac"
     )
     assert len(learngene["scores"]["windows"]) == 11 and "cka_drift" in learngene["all_statistics"]
+    cadences = {name: s["cadence"] for name, s in learngene["all_statistics"].items()}
+    assert (cadences["cka_drift"], cadences["paper_signed_frac"]) == ("task", "step")
     md = (out / "results.md").read_text()
     assert "learngene (inherit selected blocks)" in md and "Spearman" in md and "vs scratch" in md
     assert "task-IL" in md and "class-IL" in md
@@ -174,12 +176,12 @@ def test_learngene_from_another_input_size_is_rejected(full_run, tmp_path):
 
 
 def test_impossible_split_is_reported_before_training(tmp_path):
-    cfg = compose([*TINY, "individual.ways=6"], tmp_path)
-    with pytest.raises(ConfigError, match="individual.ways=6.*novel group has 4 classes"):
+    cfg = compose([*TINY, "target.ways=6"], tmp_path)
+    with pytest.raises(ConfigError, match="target.ways=6.*novel group has 4 classes"):
         run_pipeline(cfg, tmp_path)
     assert not (tmp_path / "collective").exists()
-    cfg = compose([*TINY, "individual.shots=[500]"], tmp_path)
-    with pytest.raises(ConfigError, match="individual.shots.*500"):
+    cfg = compose([*TINY, "target.shots=[500]"], tmp_path)
+    with pytest.raises(ConfigError, match="target.shots.*500"):
         run_pipeline(cfg, tmp_path)
 
 

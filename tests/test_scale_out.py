@@ -184,7 +184,7 @@ def test_a_sweep_command_line_runs_as_the_agent_would(finished_run, tmp_path, mo
     assert f"from_run={finished_run}" in cmd
     tiny = [o for o in TINY if not o.startswith("logger")] + [
         "data=digits",  # the finished run's data (the sweep's experiment defaults to CIFAR-100)
-        "individual.ways=3",
+        "target.ways=3",
         "collective.classes_per_task=3",
         "logger.wandb.mode=offline",
         f"hydra.run.dir={tmp_path}",
@@ -214,7 +214,7 @@ def test_sbatch_script_runs_with_srun(tmp_path):
     )
     fake.chmod(0o755)
     out = tmp_path / "run"
-    overrides = [o for o in TINY] + ["stage=[collective,learngene]", "data=digits", "individual.ways=3"]
+    overrides = [o for o in TINY] + ["stage=[collective,learngene]", "data=digits", "target.ways=3"]
     run(["bash", str(ROOT / "scripts" / "slurm" / "learngene.sbatch"), *overrides],
         env=env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="4242", SLURM_NTASKS_PER_NODE="1",
                 SLURM_NNODES="1", SLURM_JOB_NAME="learngene", RUN_DIR=str(out), ACCEL="cpu", PYTHON=sys.executable,

@@ -458,20 +458,18 @@ def test_random_crop_equals_per_image_slicing_of_the_padded_image():
 
 
 def test_validation_tasks_never_use_a_test_query_under_the_episodic_protocol(tmp_path):
-    """individual.protocol=episodic takes the test queries from the novel training images, where the validation
+    """target.protocol=episodic takes the test queries from the novel training images, where the validation
     tasks (default group: novel) draw from too: the window chosen on validation must not have seen them."""
     from conftest import compose
 
     from experiments.pipeline.context import RunContext
     from experiments.pipeline.plan import target_tasks, validation_tasks
 
-    cfg = compose(["individual.protocol=episodic", "individual.queries=10", "individual.validation.queries=10",
+    cfg = compose(["target.protocol=episodic", "target.queries=10", "target.validation.queries=10",
                    "budget.target_tasks=3"], tmp_path)  # fmt: skip
     image_set = RunContext(cfg, tmp_path).image_set
-    queries = {
-        int(i) for s in cfg.individual.shots for t in target_tasks(cfg, image_set, s) for i in t.test_idx
-    }
-    for shots in cfg.individual.shots:
+    queries = {int(i) for s in cfg.target.shots for t in target_tasks(cfg, image_set, s) for i in t.test_idx}
+    for shots in cfg.target.shots:
         tasks = validation_tasks(cfg, image_set, shots)
         assert tasks and all(t.test_split == "train" for t in tasks)
         used = {int(i) for t in tasks for i in (*t.train_idx, *t.test_idx)}

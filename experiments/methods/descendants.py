@@ -119,7 +119,7 @@ def descendants(
                 [(False, f"scratch:{shape.name}")] if c == 0 else []
             )
             for inherit, arm in arms:
-                identity = {"kind": "individual", "spec": spec.to_dict(),
+                identity = {"job": "individual", "spec": spec.to_dict(),
                             "inherit": adapted.content_digest() if inherit else None}  # fmt: skip
                 run = functools.partial(run_descendant, m.run, adapted, spec, n_lower, inherit=inherit)
                 jobs.append(Job(identity=identity, compute=run, arm=arm, extra={"descendant": extra}))

@@ -83,7 +83,7 @@ def run_linear_probe(
 def linear_probe(m: MethodContext, max_iter: Positive) -> list[Job]:
     """``max_iter``: iterations of the logistic regression's solver."""
     net = m.collective
-    return [Job(identity={"kind": "linear_probe", "collective": net_digest(net)},
+    return [Job(identity={"job": "linear_probe", "collective": net_digest(net)},
                 compute=lambda tasks: run_linear_probe(m.run, net, tasks, max_iter))]  # fmt: skip
 
 
@@ -93,5 +93,5 @@ def linear_probe(m: MethodContext, max_iter: Positive) -> list[Job]:
 )
 def prototype(m: MethodContext, metric: Literal["euclidean", "cosine"]) -> list[Job]:
     net = m.collective
-    return [Job(identity={"kind": "prototype", "collective": net_digest(net)},
+    return [Job(identity={"job": "prototype", "collective": net_digest(net)},
                 compute=lambda tasks: run_prototype(m.run, net, tasks, metric))]  # fmt: skip

@@ -39,5 +39,5 @@ def run_finetune(
 @register_method("finetune", "fine-tune whole collective model")
 def finetune(m: MethodContext) -> list[Job]:
     net = m.collective
-    return [Job(identity={"kind": "finetune", "collective": net_digest(net)},
+    return [Job(identity={"job": "finetune", "collective": net_digest(net)},
                 compute=lambda tasks: run_finetune(m.run, net, tasks))]  # fmt: skip

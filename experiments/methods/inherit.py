@@ -48,7 +48,7 @@ def run_inherit(ctx, learngene: Learngene, tasks, inherit: bool, name: str) -> t
 def inherit_job(m: MethodContext, learngene: Learngene, inherit: bool, name: str, **extra) -> Job:
     spec, _ = spec_for(m.run, learngene)
     identity = {
-        "kind": "individual",
+        "job": "individual",
         "spec": spec.to_dict(),
         "inherit": learngene.content_digest() if inherit else None,
     }

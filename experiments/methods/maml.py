@@ -1,5 +1,5 @@
 """MAML (Finn et al. 2017) on the individual network, meta-trained on episodes of base classes
-(``individual.ways``-way), adapted on the K shots of each target task."""
+(``target.ways``-way), adapted on the K shots of each target task."""
 
 from __future__ import annotations
 
@@ -47,8 +47,8 @@ def run_maml(m: MethodContext, c: Maml, spec, identity: dict, tasks) -> tuple[li
     identity_excludes=(
         "datamodule",
     ),  # it batches the episodes, which the identity holds (seed, shots, ways)
-    data_limits=lambda key, p, cfg, base: episode_limits(  # MAML meta-trains individual.ways-way episodes
-        key, cfg.individual.ways, "individual.ways", p.shots, p.queries, base
+    data_limits=lambda key, p, cfg, base: episode_limits(  # MAML meta-trains target.ways-way episodes
+        key, cfg.target.ways, "target.ways", p.shots, p.queries, base
     ),
 )
 @dataclass
@@ -70,6 +70,6 @@ class Maml:
 
     def __call__(self, m: MethodContext) -> list[Job]:
         spec, _ = spec_for(m.run, m.learngene)
-        identity = {"kind": "maml", "spec": spec.to_dict(), "seed": m.run.individual.seed,
+        identity = {"job": "maml", "spec": spec.to_dict(), "seed": m.run.individual.seed,
                     "ways": m.run.individual.ways}  # fmt: skip
         return [Job(identity=identity, compute=lambda tasks: run_maml(m, self, spec, identity, tasks))]

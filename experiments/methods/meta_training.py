@@ -13,6 +13,7 @@ import time
 import torch
 
 from datamodules.episodes import EpisodesDataModule
+from experiments.methods.registry import hashed_identity
 from experiments.pipeline.context import RunContext
 from learngene_core.backbones.base import BlockNet, load_state_checked
 from learngene_core.data.target_tasks import make_episodes
@@ -23,7 +24,8 @@ from learngene_core.utils.seeding import derive_seed
 
 
 def digest(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    blob = json.dumps(hashed_identity(identity), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def meta_train(ctx: RunContext, name: str, identity: dict, net: BlockNet, module, datamodule) -> dict:

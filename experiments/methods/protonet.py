@@ -65,5 +65,5 @@ class ProtoNet:
 
     def __call__(self, m: MethodContext) -> list[Job]:
         spec, _ = spec_for(m.run, m.learngene)
-        identity = {"kind": "protonet", "spec": spec.to_dict(), "seed": m.run.individual.seed}
+        identity = {"job": "protonet", "spec": spec.to_dict(), "seed": m.run.individual.seed}
         return [Job(identity=identity, compute=lambda tasks: run_protonet(m, self, spec, identity, tasks))]

@@ -5,7 +5,7 @@ count), and its options arrive as arguments (the config check reads their types 
 
     @register_method("my_method", label="my method (what it is)")
     def my_method(m: MethodContext, k: Positive, metric: Literal["euclidean", "cosine"]) -> list[Job]:
-        return [Job(identity={"kind": "my_method"}, compute=lambda tasks: ...)]
+        return [Job(identity={"job": "my_method"}, compute=lambda tasks: ...)]
 
 with one config file ``experiments/configs/methods/my_method.yaml``::
 
@@ -35,6 +35,12 @@ from functools import cached_property
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+
+def hashed_identity(identity: dict) -> dict:
+    """A job's identity as its keys hash it: the ``job`` entry under its first name, ``kind``, so that stage-3
+    caches and run directories written before the rename stay valid."""
+    return {("kind" if k == "job" else k): v for k, v in identity.items()}
 
 
 @dataclass
@@ -121,7 +127,7 @@ def register_method(
     """Registers the decorated function or class (the target its config names) under ``name``. Its options are
     its parameters (a dataclass's fields), typed like the suite's own schema (experiments/pipeline/schema.py:
     ``bool``, ``int``, ``float``, ``Literal`` or an ``Enum`` of choices, ``Optional``, ``Annotated[int,
-    Range(ge=1)]``): other keys and bad values are refused before any work. ``validation``: its jobs also run on the held-out validation tasks (``individual.validation``), where the
+    Range(ge=1)]``): other keys and bad values are refused before any work. ``validation``: its jobs also run on the held-out validation tasks (``target.validation``), where the
     report chooses among its arms before looking at the test tasks. ``reference``: the method every paired
     difference is taken against (one per registry). ``section``: ``"module:ATTR"`` of the method's own report
     section. ``identity_excludes``: config keys that are not part of every job's identity (a job's own identity

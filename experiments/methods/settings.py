@@ -35,10 +35,10 @@ class IndividualSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> IndividualSettings:
-        i, mult = cfg.individual, cfg.model.width_mult
+        i, net, mult = cfg.individual, cfg.individual_net, cfg.model.width_mult
         return cls(
-            seed=int(cfg.seed), ways=int(i.ways), hidden=tuple(scale_width(h, mult) for h in i.hidden),
-            base_width=scale_width(i.base_width, mult), lower_pools=str(i.lower_pools), pool_to=int(i.pool_to),
+            seed=int(cfg.seed), ways=int(cfg.target.ways), hidden=tuple(scale_width(h, mult) for h in net.hidden),
+            base_width=scale_width(net.base_width, mult), lower_pools=str(net.lower_pools), pool_to=int(net.pool_to),
             input_size=int(cfg.data.image_size), epochs=int(i.epochs), batched=bool(i.batched),
             task_batch=i.task_batch, inherited_lr=i.inherited_lr, freeze_inherited=bool(i.freeze_inherited),
             channels_last=bool(cfg.compute.channels_last), compile=bool(cfg.compute.compile),

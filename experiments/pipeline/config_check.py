@@ -45,17 +45,21 @@ def check_model(cfg: DictConfig) -> None:
     net = probe_network(cfg)
     if net is None:
         return
-    n = len(net.blocks) + sum(  # blocks after growth (deepening inserts blocks)
-        1
-        for e in (get(cfg, "model.growth.schedule") or [])
-        if isinstance(e, DictConfig | dict) and e.get("op") == "deepen"
+    # the blocks of the network the learngene is taken from: deepening entries insert blocks, entry i before task
+    # i + 1, so criterion.after_task sees those before it (a joint ancestor without growth has them all from the start)
+    schedule, after = list(get(cfg, "model.growth.schedule") or []), get(cfg, "criterion.after_task")
+    grows_per_task = get(cfg, "collective.mode") == "continual" or get(cfg, "collective.joint_growth")
+    applied = schedule[:after] if after is not None and grows_per_task else schedule
+    n = len(net.blocks) + sum(
+        1 for e in applied if isinstance(e, DictConfig | dict) and e.get("op") == "deepen"
     )
+    source = f"the network after task {after} (criterion.after_task)" if applied != schedule else "model.net"
     k = get(cfg, "criterion.k")
     if k > n:
-        fail("criterion.k", k, f"must be at most the number of blocks of model.net ({n})")
+        fail("criterion.k", k, f"must be at most the number of blocks of {source} ({n})")
     window = get(cfg, "criterion.window")
     if window is not None and window > n - k:
-        fail("criterion.window", window, f"a window of k={k} blocks starts at 0..{n - k}")
+        fail("criterion.window", window, f"a window of k={k} blocks of {source} starts at 0..{n - k}")
     block_type = type(net.blocks[0])
     can_deepen = block_type.can_deepen
     # as the schedule unfolds: a deepening entry adds a block for the entries after it
@@ -213,7 +217,7 @@ def check_data_limits(cfg: DictConfig, image_set) -> None:
 
 
 def _check_data_limits(cfg: DictConfig, image_set) -> None:
-    c, icfg = cfg.collective, cfg.individual
+    c, tcfg = cfg.collective, cfg.target
     groups = {g: list(v) for g, v in image_set.groups.items()}
     base, novel = len(groups["base"]), len(groups["novel"])
     train = {cls: len(v) for cls, v in image_set.indices_by_class("train").items()}
@@ -234,23 +238,23 @@ def _check_data_limits(cfg: DictConfig, image_set) -> None:
     if c.train_per_class is not None and c.train_per_class > base_min:
         fail("collective.train_per_class", c.train_per_class,
                    f"a base class has only {base_min} training images; use at most {base_min} or null")  # fmt: skip
-    if icfg.ways > novel:
-        fail("individual.ways", icfg.ways, f"the novel group has {novel} classes; use at most {novel}")
+    if tcfg.ways > novel:
+        fail("target.ways", tcfg.ways, f"the novel group has {novel} classes; use at most {novel}")
     novel_min_c = min(groups["novel"], key=lambda k: train[k])
     novel_min = train[novel_min_c]
-    extra = icfg.queries if icfg.protocol == "episodic" else 0
-    for shots in icfg.shots:
+    extra = tcfg.queries if tcfg.protocol == "episodic" else 0
+    for shots in tcfg.shots:
         if shots + extra > novel_min:
-            what = f"{shots} shots + {extra} queries (individual.queries)" if extra else f"{shots} shots"
-            fail("individual.shots", list(icfg.shots), f"{what} need {shots + extra} training images per class "
-                       f"but novel class {name[novel_min_c]!r} has {novel_min}; use individual.shots <= "
+            what = f"{shots} shots + {extra} queries (target.queries)" if extra else f"{shots} shots"
+            fail("target.shots", list(tcfg.shots), f"{what} need {shots + extra} training images per class "
+                       f"but novel class {name[novel_min_c]!r} has {novel_min}; use target.shots <= "
                        f"{novel_min - extra}")  # fmt: skip
-    if icfg.protocol == "paper":
+    if tcfg.protocol == "paper":
         empty = [name[k] for k in groups["novel"] if test.get(k, 0) == 0]
         if empty:
-            fail("individual.protocol", "paper", f"novel classes {empty[:3]} have no test images; use "
-                       "individual.protocol=episodic (queries from the training images)")  # fmt: skip
-    check_validation_limits(icfg, groups, train, name)
+            fail("target.protocol", "paper", f"novel classes {empty[:3]} have no test images; use "
+                       "target.protocol=episodic (queries from the training images)")  # fmt: skip
+    check_validation_limits(tcfg, groups, train, name)
     from experiments.methods.registry import BaseClasses, get_method
 
     least = min(groups["base"], key=lambda k: train[k])
@@ -259,24 +263,24 @@ def _check_data_limits(cfg: DictConfig, image_set) -> None:
             get_method(m).data_limits(f"methods.{m}", node, cfg, BaseClasses(base, train[least], name[least]))
 
 
-def check_validation_limits(icfg: DictConfig, groups: dict, train: dict, name: list) -> None:
-    """The held-out validation tasks (individual.validation): enough classes and training images, other seeds."""
-    v = icfg.validation
+def check_validation_limits(tcfg: DictConfig, groups: dict, train: dict, name: list) -> None:
+    """The held-out validation tasks (target.validation): enough classes and training images, other seeds."""
+    v = tcfg.validation
     if v.n_tasks == 0:
         return
-    if set(v.seeds) & set(icfg.seeds):
-        fail("individual.validation.seeds", list(v.seeds), f"must not share a seed with individual.seeds "
-              f"{list(icfg.seeds)}: validation tasks would repeat test tasks")  # fmt: skip
+    if set(v.seeds) & set(tcfg.seeds):
+        fail("target.validation.seeds", list(v.seeds), f"must not share a seed with target.seeds "
+              f"{list(tcfg.seeds)}: validation tasks would repeat test tasks")  # fmt: skip
     pool = groups[v.group]
-    if icfg.ways > len(pool):
-        fail("individual.validation.group", v.group, f"{icfg.ways}-way validation tasks need {icfg.ways} classes but "
-              f"the {v.group} group has {len(pool)}; use another group or individual.validation.n_tasks=0")  # fmt: skip
+    if tcfg.ways > len(pool):
+        fail("target.validation.group", v.group, f"{tcfg.ways}-way validation tasks need {tcfg.ways} classes but "
+              f"the {v.group} group has {len(pool)}; use another group or target.validation.n_tasks=0")  # fmt: skip
     least = min(pool, key=lambda k: train[k])
-    for shots in icfg.shots:
+    for shots in tcfg.shots:
         if shots + v.queries > train[least]:
-            fail("individual.validation.queries", v.queries, f"{shots} shots + {v.queries} queries need "
+            fail("target.validation.queries", v.queries, f"{shots} shots + {v.queries} queries need "
                   f"{shots + v.queries} training images per class but {v.group} class {name[least]!r} has "
-                  f"{train[least]}; use individual.validation.queries <= {max(1, train[least] - shots)}")  # fmt: skip
+                  f"{train[least]}; use target.validation.queries <= {max(1, train[least] - shots)}")  # fmt: skip
 
 
 def check_against_data(ctx) -> None:

@@ -230,9 +230,36 @@ def check_node(node: DictConfig, key: str, hints: dict[str, Any], unknown: Calla
 def _plain_unknown(node: str) -> Callable[[str, set], str]:
     def message(k: str, names: set) -> str:
         return (f"{node + '.' if node else ''}{k} is not a key the suite reads, so it would be ignored"
-                f"{suggest(k, names)} (keys of {node or 'the top level'}: {sorted(names)})")  # fmt: skip
+                f"{suggest(k, names) or _elsewhere(node, k)} (keys of {node or 'the top level'}: {sorted(names)})")  # fmt: skip
 
     return message
+
+
+# nodes split out of another one: a key given under the old node is pointed to its new node
+SPLIT_FROM = {"individual": ("target", "individual_net")}
+
+
+def _new_home(node: str, k: str) -> str | None:
+    """The node split out of ``node`` that now holds key ``k`` (``individual``, ``shots``: ``target``)."""
+    return next((n for n in SPLIT_FROM.get(node, ()) if k in hints_of(hints_of(Run)[n])), None)
+
+
+def _elsewhere(node: str, k: str) -> str:
+    home = _new_home(node, k)
+    return f"; did you mean {home}.{k}?" if home else ""
+
+
+def moved_override(overrides: list[str]) -> str | None:
+    """The message for a command-line override of a key that moved to another node (``individual.ways=3``), which
+    Hydra itself refuses only as "not in struct", without saying where the key is now; None if there is none."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        node, _, rest = key.partition(".")
+        home = _new_home(node, rest.split(".")[0])
+        if home:
+            return (f"{key} is now {home}.{rest}: the {node} node was split (the target tasks under target, the "
+                    f"individual network's shape under individual_net, stage 3's training under individual)")  # fmt: skip
+    return None
 
 
 def locate(path: str, key: str):

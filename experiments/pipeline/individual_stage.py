@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments.methods.registry import MethodContext, get_method
+from experiments.methods.registry import MethodContext, get_method, hashed_identity
 from experiments.pipeline import run_files
 from experiments.pipeline.console import stage_progress
 from experiments.pipeline.context import RunContext
@@ -31,9 +31,13 @@ from learngene_core.utils import dist
 from learngene_core.utils.io import atomic_write_json
 
 log = logging.getLogger("learngene")
-# individual.* keys that do not change the numbers (how tasks are grouped for training, where caches live; the
-# shot count is part of every key on its own, so runs with other shot lists share their common computations)
+# keys of the stage-3 nodes that do not change the numbers (how tasks are grouped for training, where caches live;
+# the shot count is part of every key on its own, so runs with other shot lists share their common computations;
+# validation tasks add their own settings to their keys)
 NOT_RESULT_KEYS = ("batched", "task_batch", "cache_dir", "shots", "validation")
+# the nodes whose values every computation depends on, merged into one mapping (one node before they were split:
+# merged, they keep the keys of computations finished before)
+SETTINGS_NODES = ("target", "individual_net", "individual")
 
 
 DEFAULT_DATAMODULE = "datamodules.target_tasks.TargetTasksDataModule"
@@ -43,15 +47,16 @@ def shared_settings(ctx: RunContext) -> dict:
     """The stage-3 settings every computation depends on: the individual training, the data, the Trainer's
     numerics (precision, clipping, accumulation, determinism) and the speed options that change rounding."""
     cfg = ctx.cfg
-    icfg = OmegaConf.to_container(cfg.individual, resolve=True)
+    nodes = [OmegaConf.to_container(cfg[node], resolve=True) for node in SETTINGS_NODES]
+    icfg = {k: v for node in nodes for k, v in node.items()}
+    assert len(icfg) == sum(map(len, nodes)), f"a key in two of {SETTINGS_NODES}: the merge would drop one"
     for key in NOT_RESULT_KEYS:
         icfg.pop(key, None)
     default_dm = {"_target_": DEFAULT_DATAMODULE, "_partial_": True, "batch_size": icfg["batch_size"],
                   "batching": icfg["batching"]}  # fmt: skip
     if {k: v for k, v in icfg.get("datamodule", {}).items() if k != "on_device"} == default_dm:
-        icfg.pop(
-            "datamodule"
-        )  # the default, built from the keys above (as computations were keyed before it)
+        # the default, built from the keys above (as computations were keyed before it)
+        icfg.pop("datamodule")
     return {"individual": icfg, "data": run_files.data_identity(cfg), "width_mult": cfg.model.width_mult,
             "trainer": run_files.trainer_numerics(cfg),
             "compute": OmegaConf.to_container(cfg.compute, resolve=True)}  # fmt: skip
@@ -59,7 +64,9 @@ def shared_settings(ctx: RunContext) -> dict:
 
 def computation_key(identity: dict, shots: int, settings: dict) -> str:
     blob = json.dumps(
-        {"identity": identity, "shots": shots, "settings": settings}, sort_keys=True, default=str
+        {"identity": hashed_identity(identity), "shots": shots, "settings": settings},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -114,7 +121,7 @@ def run_individual(ctx: RunContext) -> dict:
         name: build(node, f"methods.{name}") for name, node in cfg.methods.items()
     }  # each from _target_
     plan = []
-    for shots in cfg.individual.shots:
+    for shots in cfg.target.shots:
         for seed, learngene in learngenes.items():
             for name, planner in planners.items():
                 method = get_method(name)
@@ -122,12 +129,12 @@ def run_individual(ctx: RunContext) -> dict:
                 for job in planner(m):
                     identity = m.job_identity(job.identity)
                     plan.append((name, int(shots), seed, job, identity, None))
-                    if method.validation and cfg.individual.validation.n_tasks > 0:
+                    if method.validation and cfg.target.validation.n_tasks > 0:
                         plan.append((name, int(shots), seed, job, identity, VALIDATION))
     with stage_progress(disable=not dist.is_rank_zero()) as progress:
         ctx.progress = progress
         bar = progress.add_task("individual", total=len(plan), rate="")
-        validation = OmegaConf.to_container(cfg.individual.validation, resolve=True)
+        validation = OmegaConf.to_container(cfg.target.validation, resolve=True)
         for name, shots, seed, job, identity, split in plan:
             key = entry_key(name, shots, seed, job.arm) + (f"/{split}" if split else "")
             if split is not None:

@@ -64,7 +64,7 @@ def statistic_matrix(rows: list[dict], name: str, block_names: list[str], cr) ->
 def recorded_statistics(rows: list[dict]) -> list[str]:
     """Statistic names recorded for blocks, in registry order (then any others, as found)."""
     load_builtin()
-    found = list(dict.fromkeys(r["statistic"] for r in rows if r["kind"] == "conv"))
+    found = list(dict.fromkeys(r["statistic"] for r in rows if r["layer_type"] == "conv"))
     return [n for n in STATISTICS if n in found] + [n for n in found if n not in STATISTICS]
 
 
@@ -109,7 +109,7 @@ def run_learngene_seed(ctx: RunContext, seed: int) -> SelectionResult:
     stat_info = {
         name: {
             "description": STATISTICS[name].description if name in STATISTICS else None,
-            "kind": STATISTICS[name].kind if name in STATISTICS else None,
+            "cadence": STATISTICS[name].cadence if name in STATISTICS else None,
             "normalise": STATISTICS[name].normalise if name in STATISTICS else None,
             "picked": {"start": r.start, "blocks": r.names},
             "window_scores": r.window_scores,

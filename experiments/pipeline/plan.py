@@ -84,8 +84,8 @@ def joint_plan(cfg, image_set: ImageSet, seed: int) -> JointPlan:
 
 
 def target_tasks(cfg, image_set: ImageSet, shots: int) -> list[TargetTask]:
-    """The test target tasks of one shot count: ``individual.n_tasks`` per seed of ``individual.seeds``."""
-    icfg = cfg.individual
+    """The test target tasks of one shot count: ``target.n_tasks`` per seed of ``target.seeds``."""
+    icfg = cfg.target
     return make_target_task_grid(
         image_set,
         icfg.n_tasks,
@@ -98,11 +98,11 @@ def target_tasks(cfg, image_set: ImageSet, shots: int) -> list[TargetTask]:
 
 
 def validation_tasks(cfg, image_set: ImageSet, shots: int) -> list[TargetTask]:
-    """The held-out target tasks on which the report chooses (``individual.validation``): other seeds, drawn from
+    """The held-out target tasks on which the report chooses (``target.validation``): other seeds, drawn from
     the group's classes, support and queries both from its *training* images (episodic), so that no test image
-    informs a choice. Under ``individual.protocol=episodic`` the test tasks' queries are training images too: those
-    of every shot count are left out of the validation pool. Empty when ``individual.validation.n_tasks`` is 0."""
-    icfg = cfg.individual
+    informs a choice. Under ``target.protocol=episodic`` the test tasks' queries are training images too: those
+    of every shot count are left out of the validation pool. Empty when ``target.validation.n_tasks`` is 0."""
+    icfg = cfg.target
     v = icfg.validation
     if v.n_tasks == 0:
         return []
@@ -127,8 +127,8 @@ def describe(ctx) -> list[str]:
                 "joint_phases": "joint phases over all base classes"}.get(cfg.collective.mode, "tasks")  # fmt: skip
         lines.append(f"collective stream (seed {seed}): {len(stream)} {what} of {len(stream[0].classes)} classes: "
                      f"{shown[:300]}{' ...' if len(stream) > 4 else ''}")  # fmt: skip
-    for shots in cfg.individual.shots:
+    for shots in cfg.target.shots:
         tasks = target_tasks(cfg, image_set, shots)
-        lines.append(f"target tasks, {shots}-shot: {len(tasks)} ({cfg.individual.n_tasks} per seed x seeds "
-                     f"{list(cfg.individual.seeds)}), e.g. classes {[list(t.classes) for t in tasks[:3]]}")  # fmt: skip
+        lines.append(f"target tasks, {shots}-shot: {len(tasks)} ({cfg.target.n_tasks} per seed x seeds "
+                     f"{list(cfg.target.seeds)}), e.g. classes {[list(t.classes) for t in tasks[:3]]}")  # fmt: skip
     return lines

@@ -260,13 +260,26 @@ class Validation:
 
 
 @dataclass
-class Individual:
+class Target:  # the target tasks
     ways: Annotated[int, Range(ge=2)]
     shots: Annotated[list[int], Range(ge=1, min_len=1)]
     n_tasks: Positive
     seeds: Seeds
     protocol: Protocol
     queries: Positive
+    validation: Validation
+
+
+@dataclass
+class IndividualNet:  # the individual network's shape
+    hidden: Annotated[list[int], Range(ge=1, min_len=0)]
+    base_width: Positive
+    pool_to: Positive
+    lower_pools: LowerPools
+
+
+@dataclass
+class Individual:  # stage 3: training on a target task, and how the stage runs
     epochs: Positive
     batch_size: Positive
     batching: Batching
@@ -276,16 +289,11 @@ class Individual:
     optimizer: Any
     module: Any
     datamodule: Annotated[Any, Supplied("image_set", "tasks", "augment", "seeds")]
-    hidden: Annotated[list[int], Range(ge=1, min_len=0)]
-    base_width: Positive
-    pool_to: Positive
-    lower_pools: LowerPools
     freeze_inherited: bool
     inherited_lr: NonNegative | None
     batched: bool
     task_batch: Positive | None
     cache_dir: str | None
-    validation: Validation
 
 
 @dataclass
@@ -341,6 +349,8 @@ class Run:
     paper_budget: PaperBudget
     collective: Collective
     criterion: Criterion
+    target: Target
+    individual_net: IndividualNet
     individual: Individual
 
 

@@ -18,7 +18,9 @@ import numpy as np
 
 from learngene_core.errors import CheckpointError, OutputError
 
-CSV_FIELDS = ("task", "epoch", "layer", "kind", "statistic", "value")
+# layer_type: conv (a block) | linear; LEGACY_FIELDS: the header before layer_type was named (it was "kind")
+CSV_FIELDS = ("task", "epoch", "layer", "layer_type", "statistic", "value")
+LEGACY_FIELDS = ("task", "epoch", "layer", "kind", "statistic", "value")
 TASK_EPOCH = -1  # the epoch column of task statistics
 log = logging.getLogger("learngene")
 
@@ -54,8 +56,8 @@ def read_rows(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     text = path.read_text()
-    header = ",".join(CSV_FIELDS)
-    if not text.strip() or (not text.endswith("\n") and header.startswith(text)):
+    headers = (",".join(CSV_FIELDS), ",".join(LEGACY_FIELDS))
+    if not text.strip() or (not text.endswith("\n") and any(h.startswith(text) for h in headers)):
         return []  # killed before (or while) writing the header: nothing was recorded
     lines = text.split("\n")
     torn = not text.endswith("\n") and lines[-1] != ""
@@ -64,7 +66,9 @@ def read_rows(path: str | Path) -> list[dict]:
             "%s: dropping a torn last line (the run was killed while writing it): %r", path, lines[-1]
         )
         lines = lines[:-1]
-    if not lines or lines[0].strip() != ",".join(CSV_FIELDS):
+    if lines and lines[0].strip() == headers[1]:  # a file from before: truncate_rows rewrites it on resume
+        lines = [",".join(CSV_FIELDS), *lines[1:]]
+    if not lines or lines[0].strip() != headers[0]:
         raise CheckpointError(
             f"{path} is not a gradient statistics file (header {lines[0][:60]!r} instead of "
             f"{','.join(CSV_FIELDS)!r}); delete it and rerun the collective stage"
@@ -96,7 +100,7 @@ def truncate_rows(path: str | Path, first_unfinished_task: int) -> None:
 def task_matrix(
     rows: list[dict],
     statistic: str,
-    kind: str = "conv",
+    layer_type: str = "conv",
     aggregate: str = "mean",
     layer_order=None,
     normalise: str | None = None,
@@ -108,7 +112,7 @@ def task_matrix(
     "first_task"`` divides each layer's values by its value on the first task it was recorded in."""
     if aggregate not in ("mean", "last"):
         raise ValueError(f"epoch aggregate {aggregate!r}; valid: ['mean', 'last']")
-    rows = [r for r in rows if r["statistic"] == statistic and r["kind"] == kind]
+    rows = [r for r in rows if r["statistic"] == statistic and r["layer_type"] == layer_type]
     if not rows:
         return np.zeros((0, 0)), [], []
     tasks = sorted({r["task"] for r in rows})

@@ -1,6 +1,6 @@
 """One place for the criterion's statistics: a name -> function registry.
 
-Two kinds of statistic:
+Two cadences of statistic:
 
 - ``step``: ``fn(grad, weight, tau) -> 0-d tensor``, computed after every backward pass for every
   block (its watched weights flattened and concatenated) and linear layer, averaged over the steps of
@@ -13,7 +13,7 @@ Two kinds of statistic:
 (scale-free across layers). The selection rule picks the window with the lowest, most stable values,
 so every statistic is oriented "low = settled". Registering a statistic is one decorated function::
 
-    @register_statistic("my_stat", kind="task", description="...")
+    @register_statistic("my_stat", cadence="task", description="...")
     def my_stat(probe): return [...]
 
 A statistic's own options are its function's keyword-only parameters, each with a default and a type annotation
@@ -31,14 +31,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("step", "task")
+CADENCES = ("step", "task")  # when a statistic is computed: every step, or once per task
 NORMALISATIONS = (None, "first_task")
 
 
 @dataclass(frozen=True)
 class Statistic:
     name: str
-    kind: str
+    cadence: str  # one of CADENCES
     fn: Callable
     description: str
     normalise: str | None = None
@@ -64,15 +64,15 @@ STATISTICS: dict[str, Statistic] = {}
 
 
 def register_statistic(
-    name: str, kind: str, description: str, normalise: str | None = None
+    name: str, cadence: str, description: str, normalise: str | None = None
 ) -> Callable[[Callable], Callable]:
-    if kind not in KINDS:
-        raise ValueError(f"statistic kind {kind!r}; valid: {list(KINDS)}")
+    if cadence not in CADENCES:
+        raise ValueError(f"statistic cadence {cadence!r}; valid: {list(CADENCES)}")
     if normalise not in NORMALISATIONS:
         raise ValueError(f"normalise={normalise!r}; valid: {list(NORMALISATIONS)}")
 
     def deco(fn: Callable) -> Callable:
-        stat = Statistic(name, kind, fn, description, normalise)
+        stat = Statistic(name, cadence, fn, description, normalise)
         bare = [n for n, p in stat.options().items() if p.default is p.empty]
         if bare:
             raise ValueError(
@@ -88,13 +88,15 @@ def unregister_statistic(name: str) -> None:
     STATISTICS.pop(name, None)
 
 
-def statistics(kind: str | None = None, options: Mapping[str, Mapping] | None = None) -> list[Statistic]:
-    """The registered statistics (of one kind), in registration order; ``options``: statistic name -> its options
+def statistics(cadence: str | None = None, options: Mapping[str, Mapping] | None = None) -> list[Statistic]:
+    """The registered statistics (of one cadence), in registration order; ``options``: statistic name -> its options
     (``criterion.options``), bound into each function."""
     load_builtin()
     options = options or {}
     return [
-        s.with_options(options.get(s.name)) for s in STATISTICS.values() if kind is None or s.kind == kind
+        s.with_options(options.get(s.name))
+        for s in STATISTICS.values()
+        if cadence is None or s.cadence == cadence
     ]
 
 

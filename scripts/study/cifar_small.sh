@@ -29,8 +29,8 @@ declare -A RUNS=(
   # the inherited blocks at the resolution they were trained at (lower_pools=match), stage 1 reused: learngene and
   # scratch (lower_pools changes every stage-3 computation's key, so any other method would be computed again; the
   # judgement is three quarters of stage 3), so the comparison with `paper` is for the rule's window
-  [continual_match]="collective.mode=continual individual.lower_pools=match from_run=$STUDY/continual 'collective.seeds=[0,1,2]' 'stage=[individual,report]' $NO_JUDGEMENT"
-  [joint_match]="collective.mode=joint individual.lower_pools=match from_run=$STUDY/joint 'collective.seeds=[0,1,2]' 'stage=[individual,report]' $NO_JUDGEMENT"
+  [continual_match]="collective.mode=continual individual_net.lower_pools=match from_run=$STUDY/continual 'collective.seeds=[0,1,2]' 'stage=[individual,report]' $NO_JUDGEMENT"
+  [joint_match]="collective.mode=joint individual_net.lower_pools=match from_run=$STUDY/joint 'collective.seeds=[0,1,2]' 'stage=[individual,report]' $NO_JUDGEMENT"
   # descendants of six sizes from one ancestor (the joint one, collective seed 0): the criterion's window (the
   # paper's, conv11-conv13) and a low window chosen on the validation tasks (conv1-conv3, criterion.window=0: the
   # choice at 20 shots; at 10 shots it was the neighbouring conv2-conv4)

@@ -203,15 +203,15 @@ class ReportPlan:
 
     @classmethod
     def from_config(cls, cfg) -> ReportPlan:
-        i = cfg.individual
+        i, t = cfg.individual, cfg.target
         return cls(
             experiment=cfg.exp_name, budget=cfg.budget.name, seed=cfg.seed,
             collective_mode=cfg.collective.get("mode", "continual"),
             from_run=None if cfg.get("from_run") is None else str(cfg.from_run), methods=tuple(cfg.methods),
-            shots=frozenset(int(x) for x in i.shots), data=OmegaConf.to_container(cfg.data, resolve=True),
-            protocol={"ways": i.ways, "target_tasks_per_seed": i.n_tasks, "seeds": list(i.seeds),
-                      "mode": i.protocol, "epochs": i.epochs, "batch_size": i.batch_size, "lr": i.lr,
-                      "lower_pools": i.lower_pools, "precision": str(cfg.trainer.precision)},
+            shots=frozenset(int(x) for x in t.shots), data=OmegaConf.to_container(cfg.data, resolve=True),
+            protocol={"ways": t.ways, "target_tasks_per_seed": t.n_tasks, "seeds": list(t.seeds),
+                      "mode": t.protocol, "epochs": i.epochs, "batch_size": i.batch_size, "lr": i.lr,
+                      "lower_pools": cfg.individual_net.lower_pools, "precision": str(cfg.trainer.precision)},
         )  # fmt: skip
 
 

@@ -21,8 +21,8 @@ def descendants_table(raw: dict, entries: list[dict]) -> dict | None:
         return None
     rows = []
     for arm, es in arms.items():
-        kind, name = arm.split(":", 1)
-        if kind != "inherit":
+        init, name = arm.split(":", 1)
+        if init != "inherit":
             continue
         d = es[0]["descendant"]
         gi = gather_entries(raw, es)

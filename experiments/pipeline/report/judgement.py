@@ -32,8 +32,8 @@ def judgement_arms(raw: dict, entries: list[dict]) -> dict[str, tuple[dict, Gath
     arms: dict[str, dict[str, list[dict]]] = {}
     windows: dict[str, dict] = {}
     for e in entries:
-        kind, name = e["arm"].split(":", 1)
-        arms.setdefault(name, {}).setdefault(kind, []).append(e)
+        init, name = e["arm"].split(":", 1)
+        arms.setdefault(name, {}).setdefault(init, []).append(e)
         windows[name] = e["window"]
     return {
         name: (
@@ -168,7 +168,7 @@ def markdown(shots: str, j: dict) -> list[str]:
     else:
         lines += [
             "",
-            "No validation tasks (individual.validation.n_tasks=0): no window or statistic is chosen; the "
+            "No validation tasks (target.validation.n_tasks=0): no window or statistic is chosen; the "
             "largest gain in the table above is a maximum over windows on the test tasks, biased upwards.",
         ]
     return lines
