@@ -6,9 +6,12 @@ Wraps :class:`~learngene_core.data.episodes.EpisodeLoader`: one step = ``meta_ba
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import lightning as L
 
 from datamodules.device_images import DeviceImages
+from learngene_core.bounds import Range
 from learngene_core.data.augmentation import BatchAugment
 from learngene_core.data.episodes import EpisodeLoader
 from learngene_core.data.image_set import ImageSet
@@ -22,7 +25,7 @@ class EpisodesDataModule(L.LightningDataModule):
         episodes: list[TargetTask],
         augment: BatchAugment,
         seed: int,
-        meta_batch: int = 1,
+        meta_batch: Annotated[int, Range(ge=1)] = 1,
         on_device: bool = True,
     ) -> None:
         super().__init__()

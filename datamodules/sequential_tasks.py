@@ -10,11 +10,14 @@ classes seen so far) and the unknowns (test images of the open-world classes not
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import lightning as L
 import numpy as np
 import torch
 
 from datamodules.device_images import DeviceImages
+from learngene_core.bounds import Range
 from learngene_core.data.augmentation import BatchAugment
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.loaders import TensorBatchLoader
@@ -30,7 +33,7 @@ class SequentialTasksDataModule(L.LightningDataModule):
         self,
         image_set: ImageSet,
         stream: list[StreamTask],
-        batch_size: int = 64,
+        batch_size: Annotated[int, Range(ge=1)] = 64,
         augment: BatchAugment | None = None,
         labels: str = "global",
         train_per_class: int | None = None,

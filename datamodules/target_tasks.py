@@ -8,11 +8,13 @@ exactly what training that task alone uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import lightning as L
 import torch
 
 from datamodules.device_images import DeviceImages
+from learngene_core.bounds import Range
 from learngene_core.data.augmentation import BatchAugment
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.loaders import TaskBatchLoader
@@ -24,7 +26,7 @@ class TargetTasksDataModule(L.LightningDataModule):
         self,
         image_set: ImageSet,
         tasks: Sequence[TargetTask],
-        batch_size: int,
+        batch_size: Annotated[int, Range(ge=1)],
         augment: BatchAugment,
         seeds: Sequence[int],
         on_device: bool = True,

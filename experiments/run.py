@@ -20,8 +20,9 @@ if (
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from experiments.pipeline.default_experiment import with_default_experiment  # noqa: E402
+from experiments.pipeline.default_experiment import prepare_command_line  # noqa: E402
 from experiments.pipeline.resolvers import register_resolvers  # noqa: E402
+from learngene_core.errors import ConfigError  # noqa: E402
 
 register_resolvers()
 
@@ -39,10 +40,9 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     if not any(a.startswith(("-sc", "--shell-completion")) for a in sys.argv[1:]):
-        from experiments.pipeline.config_schema import moved_override
-
-        if moved := moved_override(sys.argv[1:]):  # Hydra would refuse it without saying where the key is now
-            print(f"error: {moved}", file=sys.stderr)
+        try:  # a moved key is refused with where it is now; no experiment named: the quickstart
+            sys.argv[1:] = prepare_command_line(sys.argv[1:])
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
-        sys.argv[1:] = with_default_experiment(sys.argv[1:])  # no experiment named: the quickstart
     main()

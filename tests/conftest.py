@@ -66,17 +66,17 @@ def image_set():
     return make_image_set()
 
 
-def compose(overrides: list[str] | None = None, output_dir: str | Path | None = None, resolve: bool = True):
+def compose(overrides: list[str] | None = None, output_dir: str | Path | None = None, resolve: bool = False):
     """Compose the suite's config as run.py would, with ``paths.output_dir`` set (no Hydra run dir); ``resolve``:
     interpolations resolved (run.py checks the config unresolved, which resolve=False gives)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    from experiments.pipeline.default_experiment import with_default_experiment
+    from experiments.pipeline.default_experiment import prepare_command_line
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="run", overrides=with_default_experiment(list(overrides or [])))
+        cfg = hydra_compose(config_name="run", overrides=prepare_command_line(list(overrides or [])))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir or "/tmp/learngene-test")
     if resolve:

@@ -265,6 +265,8 @@ def test_a_key_of_the_split_individual_node_says_where_it_is_now(tmp_path):
     assert (
         moved_override(["individual.lr=0.1", "collective.seeds=[0]", "-m", "+collective.hidden=[8]"]) is None
     )
+    with pytest.raises(ConfigError, match=r"^individual.ways is now target.ways"):
+        compose(["individual.ways=3"], tmp_path)  # the tests' compose prepares a command line as run.py does
     old = run_cli("individual.shots=[5]", f"hydra.run.dir={tmp_path}")
     assert old.returncode == 2
     assert (

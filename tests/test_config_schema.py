@@ -100,19 +100,18 @@ def source_with_own_key(image_size: int, split: str = "default", split_file: str
 
 @pytest.mark.parametrize("resolve", [True, False])
 def test_a_data_source_s_own_keys_are_accepted_resolved_or_not_and_typed(resolve, tmp_path):
-    """The tests' compose resolves interpolations, run.py does not: the source's own key is allowed either way."""
+    """run.py checks the config unresolved, as compose gives it by default; a resolved one (a saved, resolved
+    config) is checked alike: the source's own key is allowed either way, its value typed by the source."""
     own = ["data.source._target_=test_config_schema.source_with_own_key", "+data.fraction=0.5",
            "+data.source.fraction=${data.fraction}"]  # fmt: skip
-    cfg = compose(own, tmp_path)
-    if not resolve:
-        cfg = compose(own, tmp_path, resolve=False)
-    check_config(cfg)
-    with pytest.raises(ConfigError, match=r"^data.source.fraction='half': must be a number$"):
-        check_config(compose([own[0], "+data.fraction=half", own[2]], tmp_path))
+    check_config(compose(own, tmp_path, resolve=resolve))
+    key = "data.source.fraction" if resolve else "data.fraction"  # resolved, the interpolation is gone
+    with pytest.raises(ConfigError, match=rf"^{key}='half': must be a number$"):
+        check_config(compose([own[0], "+data.fraction=half", own[2]], tmp_path, resolve=resolve))
     with pytest.raises(
         ConfigError, match=r"^data.fractoin is not a key the suite reads.*did you mean 'fraction'"
     ):
-        check_config(compose([*own, "+data.fractoin=0.5"], tmp_path))
+        check_config(compose([*own, "+data.fractoin=0.5"], tmp_path, resolve=resolve))
 
 
 @pytest.mark.parametrize(
@@ -132,10 +131,32 @@ def test_the_shipped_configs_fit_the_schema_stored_in_the_config_store(overrides
     from hydra.core.config_store import ConfigStore
 
     schema = ConfigStore.instance().load("schema/run.yaml").node
+    from experiments.pipeline.schema import Data
+
+    schema.data = OmegaConf.structured(Data)
+    OmegaConf.set_struct(schema.data, False)  # a data source adds keys of its own (data.path, data.root, ...)
     merged = OmegaConf.merge(schema, compose(overrides, tmp_path))
     assert OmegaConf.get_type(merged.collective, "mode").__name__ == "Mode"
     with pytest.raises(Exception, match="epochz"):
         OmegaConf.merge(schema, compose([*overrides, "+collective.epochz=3"], tmp_path))
+
+
+def test_a_value_a_builder_node_takes_from_another_key_is_named_by_that_key_once(tmp_path):
+    """A DataModule's batch size is bounded by its own signature; interpolated from ``individual.batch_size``
+    (``${..batch_size}``) or ``data.download`` (``${data.download}``), a bad value is one line naming the key the
+    user set, and a node that repeats another (``joint_phases: ${.continual}``) is not reported twice."""
+    for override, line in [
+        ("individual.batch_size=0", "individual.batch_size=0: must be an integer >= 1"),
+        ("individual.datamodule.batch_size=0", "individual.datamodule.batch_size=0: must be an integer >= 1"),
+        ("collective.datamodule.continual.batch_size=0",
+         "collective.datamodule.continual.batch_size=0: must be an integer >= 1"),
+        ("data.download=maybe", "data.download='maybe': must be true or false"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError) as err:
+            check_config(
+                compose([override, *(["data=cifar100"] if "download" in override else [])], tmp_path)
+            )
+        assert str(err.value) == line
 
 
 def test_the_augmentation_is_built_from_its_target_and_its_values_checked(tmp_path):

@@ -13,7 +13,9 @@ import pytest
 import torch
 from conftest import ROOT, TINY, compose
 
+from experiments.pipeline.config_check import check_config
 from experiments.pipeline.runner import run_pipeline
+from learngene_core.errors import ConfigError
 
 
 def test_the_core_package_imports_no_lightning_and_no_hydra():
@@ -42,21 +44,21 @@ def toy(m, accuracy: float):
 
 def test_a_new_method_and_a_new_statistic_without_touching_existing_files(tmp_path):
     from experiments.methods.registry import register_method, unregister_method
-    from learngene_core.criterion.registry import register_statistic, unregister_statistic
+    from learngene_core.criterion.registry import unregister_statistic
 
-    @register_statistic("toy_depth", "task", "a planted statistic: lowest for the three blocks from `start`")
-    def toy_depth(probe, *, start: int = 0):  # its own option, set below as criterion.options.toy_depth.start
-        return [0.0 if start <= i <= start + 2 else 1.0 + i for i in range(len(probe.start_weights))]
-
+    # not registered until its module is imported
+    with pytest.raises(ConfigError, match=r"^criterion.statistic='toy_depth': valid values are"):
+        check_config(compose([*TINY, "criterion.statistic=toy_depth"], tmp_path))
     register_method("toy", "toy (a constant classifier)")(toy)
-    try:
+    try:  # the statistic's module (tests/toy_statistic.py) is imported by the run, as criterion.modules says
         cfg = compose([*TINY, "methods=[learngene,scratch]", "+methods.toy._target_=test_extending.toy",
-                       "+methods.toy._partial_=true", "+methods.toy.accuracy=0.25",
+                       "+methods.toy._partial_=true", "+methods.toy.accuracy=0.25", "criterion.modules=[toy_statistic]",
                        "criterion.statistic=toy_depth", "+criterion.options.toy_depth.start=4"], tmp_path)  # fmt: skip
         result = run_pipeline(cfg, tmp_path)
     finally:
         unregister_method("toy")
         unregister_statistic("toy_depth")
+        sys.modules.pop("toy_statistic", None)
     rows = {r["method"]: r for r in result["tables"]["5"]}
     assert rows["toy"]["mean"] == 0.25 and rows["toy"]["label"] == "toy (a constant classifier)"
     assert rows["toy"]["paired"]["n"] == 2  # paired with scratch like every method

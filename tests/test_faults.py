@@ -381,10 +381,10 @@ def test_cpu_seconds_are_recorded_beside_wall_time_and_a_wait_does_not_count(
 
     def waits_then_runs(ctx):
         time.sleep(1.0)  # as a SIGSTOP, or another job holding the core, would
-        return learngene.run(ctx)
+        return learngene.function(ctx)
 
     monkeypatch.setitem(
-        runner.STAGE_FUNCTIONS, "learngene", dataclasses.replace(learngene, run=waits_then_runs)
+        runner.STAGE_FUNCTIONS, "learngene", dataclasses.replace(learngene, function=waits_then_runs)
     )
     run_pipeline(compose([*TINY, "stage=[learngene,individual,report]", f"from_run={finished_run}",
                           "methods=[learngene]"], tmp_path), tmp_path)  # fmt: skip

@@ -20,7 +20,7 @@ import itertools
 from typing import Annotated, Any
 
 from experiments.methods.common import TaskResult, init_seed, train_and_evaluate
-from experiments.methods.registry import Job, MethodContext, register_method
+from experiments.methods.registry import Job, MethodContext, arm_name, register_method
 from learngene_core.artifact import Learngene
 from learngene_core.backbones.base import BlockNet, NetSpec
 from learngene_core.descendants import (
@@ -115,8 +115,9 @@ def descendants(
             adapted, spec, n_lower = descendant_for(m.run, m.learngene, shape, combo)
             extra = {"shape": shape.name, "width": shape.width, "depth": shape.depth, "blocks": len(spec.blocks),
                      "order": i, "strategy": name}  # fmt: skip
-            arms = [(True, f"inherit:{shape.name}/{name}")] + (
-                [(False, f"scratch:{shape.name}")] if c == 0 else []
+            # one scratch arm per shape: the same descendant from scratch does not depend on the strategy
+            arms = [(True, arm_name(True, f"{shape.name}/{name}"))] + (
+                [(False, arm_name(False, shape.name))] if c == 0 else []
             )
             for inherit, arm in arms:
                 identity = {"job": "individual", "spec": spec.to_dict(),

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from experiments.methods.common import TaskResult, init_seed, train_and_evaluate
-from experiments.methods.registry import Job, MethodContext, register_method
+from experiments.methods.registry import Job, MethodContext, arm_name, register_method
 from learngene_core.artifact import Learngene, extract_learngene
 from learngene_core.backbones.base import BlockNet, NetSpec
 from learngene_core.individual import build_individual, individual_spec, inherited_parameters
@@ -83,6 +83,6 @@ def judgement(m: MethodContext) -> list[Job]:
         label = f"{net.block_names[start]}-{net.block_names[start + k - 1]}"
         window = {"window": {"start": start, "blocks": net.block_names[start : start + k], "label": label}}
         for inherit in (True, False):
-            arm = f"{'inherit' if inherit else 'scratch'}:{label}"
+            arm = arm_name(inherit, label)
             jobs.append(inherit_job(m, learngene, inherit, "judgement", arm=arm, extra=window))
     return jobs

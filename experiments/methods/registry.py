@@ -37,6 +37,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
+def arm_name(inherited: bool, label: str) -> str:
+    """The arm of a two-armed comparison (the judgement's windows, the descendants' shapes): ``inherit:<label>``
+    for the network that inherits, ``scratch:<label>`` for the same network from scratch."""
+    return f"{'inherit' if inherited else 'scratch'}:{label}"
+
+
+def split_arm(arm: str) -> tuple[bool, str]:
+    """``arm_name``'s inverse: (whether the arm inherits, its label)."""
+    side, label = arm.split(":", 1)
+    return side == "inherit", label
+
+
 def hashed_identity(identity: dict) -> dict:
     """A job's identity as its keys hash it: the ``job`` entry under its first name, ``kind``, so that stage-3
     caches and run directories written before the rename stay valid."""

@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import enum
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -197,11 +198,17 @@ def check_node(node: DictConfig, key: str, hints: dict[str, Any], unknown: Calla
     nested dataclass fields are checked the same way. ``supplied`` collects the call-time arguments of builder
     fields (``Annotated[Any, Supplied(...)]``). In a ``_target_`` node (``target``), a value that does not resolve
     is left to the key it interpolates (reported there, not twice)."""
-    names = set(hints) | (allowed or {}).get(key, set())
+    own = (allowed or {}).get(key, set()) - set(hints)  # e.g. a data source's own keys: typed by the source
+    names = set(hints) | own
     for k in node:
         # Hydra's own keys belong to _target_ nodes; in a plain node (a statistic's options) they would be ignored
         if k not in names and (k not in HYDRA_KEYS or not target):
             problem(f"{key}.{k}", unknown(str(k), names))
+        elif k in own:  # set and resolvable (a missing data.path is named here, not where it is interpolated)
+            try:
+                get(node, str(k), label=f"{key}.{k}")
+            except ConfigError as err:
+                problem(f"{key}.{k}", str(err))
     for name, hint in hints.items():
         full = f"{key}.{name}" if key else name
         if name not in node.keys():  # noqa: SIM118 -- ``in`` is False for a missing mandatory value
@@ -223,8 +230,22 @@ def check_node(node: DictConfig, key: str, hints: dict[str, Any], unknown: Calla
                 supplied[full] = m.names
         if dataclasses.is_dataclass(hint) and isinstance(value, DictConfig):
             check_node(value, full, hints_of(hint), _plain_unknown(full), allowed, supplied)
-        else:
-            check_value(full, value, hint)
+        else:  # in a _target_ node, a value taken from another key is named by that key (data.download)
+            check_value((_interpolated_key(node, key, name) if target else None) or full, value, hint)
+
+
+def _interpolated_key(node: DictConfig, key: str, name: str) -> str | None:
+    """The key that ``key.name`` takes its value from (``${data.download}``: ``data.download``; in the node
+    ``individual.datamodule``, ``${..batch_size}``: ``individual.batch_size``), else None."""
+    if not OmegaConf.is_interpolation(node, name):
+        return None
+    raw = OmegaConf.to_container(node, resolve=False).get(name)
+    match = re.fullmatch(r"\$\{(\.*)(\w[\w.]*)\}", str(raw))
+    if not match:
+        return None
+    dots, ref = match.groups()
+    parts = key.split(".")
+    return ".".join([*parts[: len(parts) - len(dots) + 1], ref]) if dots else ref
 
 
 def _plain_unknown(node: str) -> Callable[[str, set], str]:
@@ -318,7 +339,8 @@ def check_targets(node: Any, key: str = "", supplied: dict[str, tuple] | None = 
         if "_target_" in node:
             check_target_node(node, key, supplied.get(key, ()))
         for k in node:
-            if k == "hydra" or OmegaConf.is_missing(node, k):
+            # a node that is another node (joint_phases: ${.continual}) is checked where that one is written
+            if k == "hydra" or OmegaConf.is_missing(node, k) or OmegaConf.is_interpolation(node, k):
                 continue
             try:
                 child = node[k]

@@ -1,7 +1,8 @@
 """The experiment a command line runs when it names none: the offline quickstart (exp/quickstart.yaml).
 
 ``python experiments/run.py`` and the tests' ``compose`` both pass their arguments through
-:func:`with_default_experiment`, so the two compose the same config. The quickstart's settings (3-class tasks,
+:func:`prepare_command_line` (a key that moved is refused with where it is now, then the default experiment is
+added), so the two compose the same config. The quickstart's settings (3-class tasks,
 3-way target tasks, a 10x learning rate) are for its digits data, so it is added only when the data is the
 default one: ``python experiments/run.py data=npz data.path=...`` runs run.yaml's own settings, as an experiment
 file would. An experiment is named by ``+exp=NAME``, ``+exp=[A,B]`` or ``exp=...``; a command line that
@@ -43,3 +44,15 @@ def with_default_experiment(args: list[str]) -> list[str]:
         return list(args)
     at = next((i for i, a in enumerate(args) if _is_override(a)), 0)
     return [*args[:at], f"+exp={DEFAULT_EXPERIMENT}", *args[at:]]
+
+
+def prepare_command_line(args: list[str]) -> list[str]:
+    """A command line as Hydra should compose it: a key of a node that was split is refused with where it is now
+    (a :class:`ConfigError`; Hydra itself would say only "not in struct"), then the default experiment is added."""
+    from experiments.pipeline.config_schema import moved_override
+    from learngene_core.errors import ConfigError
+
+    moved = moved_override(args)
+    if moved:
+        raise ConfigError(moved)
+    return with_default_experiment(args)

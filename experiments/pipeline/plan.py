@@ -11,11 +11,16 @@ from omegaconf import ListConfig
 
 from learngene_core.data.image_set import ImageSet
 from learngene_core.data.joint_plan import JointPlan
+from learngene_core.data.splits import GROUPS
 from learngene_core.data.target_tasks import TargetTask, make_target_task_grid
 from learngene_core.data.task_stream import StreamTask, joint_phases, make_task_stream, train_subset
 from learngene_core.errors import ConfigError
 
 JOINT_MODES = ("joint", "joint_phases")
+# the collective head: rows for the classes seen so far, or for every class of the stream from the start
+HEADS = ("growing", "fixed")
+# the groups validation tasks may draw their classes from: never the base (training) classes
+VALIDATION_GROUPS = tuple(g for g in GROUPS if g != "base")
 
 
 def trainer_processes(trainer: Mapping) -> int:

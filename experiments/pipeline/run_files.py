@@ -30,6 +30,8 @@ from learngene_core.utils.io import atomic_torch_save, atomic_write_json, read_t
 MANIFEST_FORMAT = "learngene-suite/collective-manifest"
 MANIFEST_VERSION = 2
 CHECKPOINT_FORMAT = "learngene-suite/collective-checkpoint"
+# collective.keep_checkpoints: every task's checkpoint, or only the last task's (and the learngene's source task's)
+KEEP_CHECKPOINTS = ("all", "last")
 RAW_FORMAT = "learngene-suite/individual-results"
 # the split mark of stage-3 entries on the held-out validation tasks (entries on the test tasks have none)
 VALIDATION = "validation"

@@ -75,7 +75,7 @@ def set_output_dir(cfg: DictConfig, output_dir: str | Path) -> Path:
 class Stage:
     """One stage: the function that runs it, what it reads and what it writes (in the run directory)."""
 
-    run: Callable[[RunContext], object]
+    function: Callable[[RunContext], object]
     reads: str
     writes: str
 
@@ -144,7 +144,7 @@ def _run_stages(cfg: DictConfig, out: Path, current: dict) -> dict | None:
             start, cpu_start, finished = time.perf_counter(), time.process_time(), False
             log.info("stage %s ... (reads %s; writes %s)", name, stage.reads, stage.writes)
             try:
-                outputs[name] = stage.run(ctx)
+                outputs[name] = stage.function(ctx)
                 finished = True
             finally:  # a stopped stage's time counts too, so a resumed run's total is the time it took
                 ctx.timings[name] = round(time.perf_counter() - start, 1)

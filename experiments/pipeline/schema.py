@@ -7,8 +7,8 @@ schema says only which keys exist and what a valid value is. :mod:`experiments.p
 composed config against it (every problem in one message, one line each); a ``_target_`` node (a stage-3
 method, a data source, the Trainer) is checked against its target's signature, typed the same way.
 
-Stored as ``schema/run`` (and one entry per node), so that OmegaConf's own structured merge can check the shipped
-YAML against the same types (tests/test_config.py).
+Stored as ``schema/run``, so that OmegaConf's own structured merge can check the shipped
+YAML against the same types (tests/test_config_schema.py).
 """
 
 from dataclasses import dataclass
@@ -19,8 +19,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.sequential_tasks import LABELS
-from experiments.pipeline.plan import JOINT_MODES
+from experiments.pipeline.plan import HEADS, JOINT_MODES, VALIDATION_GROUPS
+from experiments.pipeline.run_files import KEEP_CHECKPOINTS
 from learngene_core.bounds import Range, Supplied
+from learngene_core.criterion.records import EPOCH_AGGREGATES
 from learngene_core.criterion.selection import WEIGHTINGS
 from learngene_core.data.loaders import BATCHINGS
 from learngene_core.data.splits import SPLITS
@@ -67,6 +69,20 @@ def per_channel(key: str, value: Any) -> None:
         _invalid(key, value, "must be 'auto' (computed from the training images) or one number per channel")
     if key.endswith("std") and any(x <= 0 for x in value):
         _invalid(key, list(value), "every value must be > 0")
+
+
+def statistic_modules(key: str, value: Any) -> None:
+    """``criterion.modules``: modules that register statistics of their own, imported here (before the statistic's
+    name and options are checked against the registry, and before any stage records statistics)."""
+    from learngene_core.criterion.registry import load_modules
+
+    if not isinstance(value, ListConfig | list) or not all(isinstance(m, str) for m in value):
+        _invalid(key, value, "must be a list of importable module names, e.g. [my_package.my_statistics]")
+    for name in value:
+        try:
+            load_modules([name])
+        except Exception as err:
+            _invalid(key, list(value), f"{name!r} cannot be imported ({type(err).__name__}: {err})")
 
 
 def registered_statistic(key: str, value: Any) -> None:
@@ -128,16 +144,16 @@ def scheduler_node(key: str, node: Any) -> None:
 MODES = ("continual", *JOINT_MODES)
 Mode = choices("Mode", MODES)
 Labels = choices("Labels", LABELS)
-Head = choices("Head", ("growing", "fixed"))
-Keep = choices("Keep", ("all", "last"))
+Head = choices("Head", HEADS)
+Keep = choices("Keep", KEEP_CHECKPOINTS)
 Fisher = choices("Fisher", FISHER_MODES)
 Weighting = choices("Weighting", WEIGHTINGS)
-Aggregate = choices("Aggregate", ("mean", "last"))
+Aggregate = choices("Aggregate", EPOCH_AGGREGATES)
 Protocol = choices("Protocol", PROTOCOLS)
 Batching = choices("Batching", BATCHINGS)
 LowerPools = choices("LowerPools", LOWER_POOLS)
 Split = choices("Split", SPLITS)
-Group = choices("Group", ("novel", "open_world"))
+Group = choices("Group", VALIDATION_GROUPS)
 
 Positive = Annotated[int, Range(ge=1)]
 Count = Annotated[int, Range(ge=0)]
@@ -234,6 +250,7 @@ class Collective:
 
 @dataclass
 class Criterion:
+    modules: Annotated[Any, statistic_modules]  # first: what they register is checked below
     statistic: Annotated[str, registered_statistic]  # the registry is open: checked against it, not an enum
     tau: NonNegative
     k: Positive
@@ -312,8 +329,8 @@ class Model:
 
 @dataclass
 class Data:
-    """The keys every source shares; a source's own keys (its parameters, or keys its node interpolates) are
-    allowed besides these."""
+    """The keys every source shares. A source's own keys (``data.path``, ``data.root``, ...: the keys its node
+    interpolates) are allowed besides these, and typed by its parameters (``data.source``'s signature)."""
 
     source: Any
     image_size: Annotated[int, Range(ge=8, le=1024)]
@@ -323,11 +340,6 @@ class Data:
     std: Annotated[Any, per_channel]
     augment: Annotated[Any, Supplied("mean", "std", "channels_last")]  # a partial BatchAugment
     on_device: bool
-    path: str | None
-    root: str | None
-    download: bool
-    verify_checksum: bool
-    cache_dir: str | None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from learngene_core.errors import CheckpointError, OutputError
 CSV_FIELDS = ("task", "epoch", "layer", "layer_type", "statistic", "value")
 LEGACY_FIELDS = ("task", "epoch", "layer", "kind", "statistic", "value")
 TASK_EPOCH = -1  # the epoch column of task statistics
+EPOCH_AGGREGATES = ("mean", "last")  # a task's value: the mean of its epochs' values, or its last epoch's
 log = logging.getLogger("learngene")
 
 
@@ -110,8 +111,8 @@ def task_matrix(
     Layers follow ``layer_order`` (e.g. the final network's block names) or their first appearance; a
     layer absent from a task (a block inserted later by deepening) is NaN there. ``normalise=
     "first_task"`` divides each layer's values by its value on the first task it was recorded in."""
-    if aggregate not in ("mean", "last"):
-        raise ValueError(f"epoch aggregate {aggregate!r}; valid: ['mean', 'last']")
+    if aggregate not in EPOCH_AGGREGATES:
+        raise ValueError(f"epoch aggregate {aggregate!r}; valid: {list(EPOCH_AGGREGATES)}")
     rows = [r for r in rows if r["statistic"] == statistic and r["layer_type"] == layer_type]
     if not rows:
         return np.zeros((0, 0)), [], []

@@ -19,15 +19,18 @@ so every statistic is oriented "low = settled". Registering a statistic is one d
 A statistic's own options are its function's keyword-only parameters, each with a default and a type annotation
 (``def my_stat(probe, *, power: float = 1.0)``); a run sets them as ``+criterion.options.my_stat.power=2``, and the
 config check refuses an unknown option or a value that does not fit its annotation, as for the suite's own keys.
-Every registered statistic is recorded in every run; ``criterion.statistic`` selects by name.
+Every registered statistic is recorded in every run; ``criterion.statistic`` selects by name. A statistic outside
+this package is registered by importing its module: ``criterion.modules=[my_package.my_statistics]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
-from collections.abc import Callable, Mapping
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,5 +115,15 @@ def get_statistic(name: str) -> Statistic:
 
 
 def load_builtin() -> None:
-    """Import the modules that register the built-in statistics."""
-    from learngene_core.criterion import gradient, learning  # noqa: F401
+    """Import every module of this package (a module registers its statistics when imported): a new built-in
+    statistic is a decorated function in any of them, or in a new module beside them."""
+    import learngene_core.criterion as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def load_modules(modules: Sequence[str]) -> None:
+    """Import modules outside this package that register statistics of their own (``criterion.modules``)."""
+    for name in modules:
+        importlib.import_module(name)

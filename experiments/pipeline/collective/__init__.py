@@ -125,16 +125,16 @@ class SeedRun:
 
 def run_collective_seed(ctx: RunContext, seed: int) -> BlockNet:
     """Resume (or start) collective seed ``seed`` and run its remaining tasks; returns the final network."""
-    run = resume_or_start(ctx, seed)
+    seed_run = resume_or_start(ctx, seed)
     n_tasks = ctx.collective.n_tasks
     with stage_progress(disable=not dist.is_rank_zero()) as progress:
         ctx.progress = progress
-        bar = progress.add_task(f"collective seed {seed}", total=n_tasks, completed=run.start, rate="")
-        for t in range(run.start, n_tasks):
-            run_task(ctx, run, t)
+        bar = progress.add_task(f"collective seed {seed}", total=n_tasks, completed=seed_run.start, rate="")
+        for t in range(seed_run.start, n_tasks):
+            run_task(ctx, seed_run, t)
             progress.advance(bar)
     ctx.progress = None
-    return run.net
+    return seed_run.net
 
 
 def resume_or_start(ctx: RunContext, seed: int) -> SeedRun:
@@ -197,41 +197,52 @@ def resume_or_start(ctx: RunContext, seed: int) -> SeedRun:
     )  # fmt: skip
 
 
-def run_task(ctx: RunContext, run: SeedRun, t: int) -> None:
+def run_task(ctx: RunContext, seed_run: SeedRun, t: int) -> None:
     """Task ``t``: seed its randomness from (collective seed, task), grow, fit, consolidate EWC, evaluate, and
     record it (checkpoint, metrics, manifest, written atomically); ``run`` then holds the state after it."""
-    s, dm, seed = ctx.collective, run.dm, run.seed
+    s, dm, seed = ctx.collective, seed_run.dm, seed_run.seed
     device = ctx.device
     t0, cpu0 = time.perf_counter(), time.process_time()
     L.seed_everything(derive_seed(seed, "collective-task", t), workers=True, verbose=False)
     head = head_size(s, dm, t) if (s.labels == "global" and s.head == "growing") else None
-    growth = grow(run.net, t, run.schedule, run.ewc, seed, s.growth_noise, head)
-    if run.run_opt is not None and growth is not None:
-        run.run_opt.rebuild(run.net)
+    growth = grow(seed_run.net, t, seed_run.schedule, seed_run.ewc, seed, s.growth_noise, head)
+    if seed_run.run_opt is not None and growth is not None:
+        seed_run.run_opt.rebuild(seed_run.net)
     label = f"collective seed {seed} task {t + 1}/{s.n_tasks}"
-    fitted = fit_task(ctx, run.net, t, dm, run.ewc, run.csv_path, run.probe_x, run.step, label, run.run_opt)
-    net, run.step = fitted.net, fitted.step_end
-    if run.ewc:
-        run.ewc.consolidate(
+    fitted = fit_task(
+        ctx,
+        seed_run.net,
+        t,
+        dm,
+        seed_run.ewc,
+        seed_run.csv_path,
+        seed_run.probe_x,
+        seed_run.step,
+        label,
+        seed_run.run_opt,
+    )
+    net, seed_run.step = fitted.net, fitted.step_end
+    if seed_run.ewc:
+        seed_run.ewc.consolidate(
             net.to(device), dm.fisher_batches(t, samples=s.ewc_fisher_samples), s.ewc_fisher_samples, s.ewc_fisher,
-            generator=torch.Generator().manual_seed(derive_seed(seed, "fisher", t)), classes=run.relative,
+            generator=torch.Generator().manual_seed(derive_seed(seed, "fisher", t)), classes=seed_run.relative,
         )  # fmt: skip
-    ev = evaluate(net.to(device), dm, t, run.relative, ctx.augment, device, s.eval_batch_size)
-    run.net = net = net.to("cpu")
-    history = run.history
+    ev = evaluate(net.to(device), dm, t, seed_run.relative, ctx.augment, device, s.eval_batch_size)
+    seed_run.net = net = net.to("cpu")
+    history = seed_run.history
     history.add(ev, net.num_parameters())
     elapsed = time.perf_counter() - t0
     if dist.is_rank_zero():
-        entry = {"task": t, "classes": list(run.stream[t].classes), "growth": growth, "parameters": history.params[-1],
+        entry = {"task": t, "classes": list(seed_run.stream[t].classes), "growth": growth, "parameters": history.params[-1],
                  "time_s": round(elapsed, 2), "cpu_time_s": round(time.process_time() - cpu0, 2),
                  "fit_time_s": round(fitted.seconds, 2),
                  "samples": fitted.samples, "processes": fitted.processes, "step_end": fitted.step_end,
                  "gradient_stats_rank_disagreement": fitted.rank_disagreement}  # fmt: skip
         if isinstance(dm, JointDataModule):
             entry["optimizer_steps"] = [dm.plan.chunk(t).start, dm.plan.chunk(t).stop]
-        record_task(run.out, t, net, run.ewc, dm.order, run.manifest, entry, history, run.manifest["mode"],
-                    run.run_opt.state_dict() if run.run_opt is not None else None)  # fmt: skip
-        prune_checkpoints(run.out, run.manifest, s.keep_checkpoints, s.after_task)
+        record_task(seed_run.out, t, net, seed_run.ewc, dm.order, seed_run.manifest, entry, history, seed_run.manifest["mode"],
+                    seed_run.run_opt.state_dict() if seed_run.run_opt is not None else None)  # fmt: skip
+        prune_checkpoints(seed_run.out, seed_run.manifest, s.keep_checkpoints, s.after_task)
     dist.barrier()
     row, trow, ow = ev.class_il, ev.task_il, ev.open_world
     summary = {"collective/test/avg_acc": sum(row) / len(row), "collective/test/acc_current": row[-1],
@@ -241,6 +252,6 @@ def run_task(ctx: RunContext, run: SeedRun, t: int) -> None:
     log.info(
         "collective seed %d task %d/%d classes=%s acc(current)=%.3f class-IL avg=%.3f task-IL avg=%.3f "
         "auroc_msp=%s params=%.2fM (%.0fs)",
-        seed, t + 1, s.n_tasks, list(run.stream[t].classes), row[-1], sum(row) / len(row), sum(trow) / len(trow),
+        seed, t + 1, s.n_tasks, list(seed_run.stream[t].classes), row[-1], sum(row) / len(row), sum(trow) / len(trow),
         f"{ow['auroc_msp']:.3f}" if "auroc_msp" in ow else "n/a", history.params[-1] / 1e6, elapsed,
     )  # fmt: skip

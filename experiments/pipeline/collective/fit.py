@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from callbacks.continuing_step import ContinuingStep
-from callbacks.criterion_stats import CriterionStatsCallback
 from callbacks.task_inputs import TaskInputs
 from datamodules.joint_stream import JointDataModule
 from datamodules.sequential_tasks import SequentialTasksDataModule
@@ -71,12 +70,13 @@ def fit_task(ctx, net: BlockNet, t: int, dm: SequentialTasksDataModule, ewc: EWC
                                samples_per_epoch=dm.task_size(t), **flags)  # fmt: skip
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
-    stats = next((cb for cb in callbacks if isinstance(cb, CriterionStatsCallback)), None)
+    # how far the data-parallel ranks' statistics were apart, from any callback that measures it (the criterion's)
+    gaps = [cb.rank_disagreement for cb in callbacks if getattr(cb, "rank_disagreement", None) is not None]
     return FitResult(
         net=module.net.to("cpu"),
         processes=trainer.world_size,
         seconds=time.perf_counter() - start,
         samples=dm.fit_samples(t) if joint else dm.task_size(t) * s.epochs,
-        rank_disagreement=stats.rank_disagreement if stats else None,
+        rank_disagreement=max(gaps) if gaps else None,
         step_end=steps.end,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.methods.registry import arm_name, split_arm
 from experiments.pipeline.report.analysis import _paired, _summary, gather_entries
 from experiments.pipeline.report.sections import ReportSection, SectionInput
 from experiments.pipeline.report.tables import _acc, _m, _paired_text
@@ -21,12 +22,12 @@ def descendants_table(raw: dict, entries: list[dict]) -> dict | None:
         return None
     rows = []
     for arm, es in arms.items():
-        init, name = arm.split(":", 1)
-        if init != "inherit":
+        inherited, _ = split_arm(arm)
+        if not inherited:
             continue
         d = es[0]["descendant"]
         gi = gather_entries(raw, es)
-        gs = gather_entries(raw, arms.get(f"scratch:{d['shape']}", []))
+        gs = gather_entries(raw, arms.get(arm_name(False, d["shape"]), []))
         inherit, scratch = _summary(gi), (_summary(gs) if gs.by_task else None)
         rows.append({
             "arm": arm, "shape": d["shape"], "width": d["width"], "depth": d["depth"], "blocks": d["blocks"],

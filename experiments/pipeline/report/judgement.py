@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.methods.registry import split_arm
 from experiments.pipeline.report.analysis import (
     Gathered,
     _add_pairs,
@@ -29,17 +30,17 @@ NOTE = (
 
 def judgement_arms(raw: dict, entries: list[dict]) -> dict[str, tuple[dict, Gathered, Gathered]]:
     """Per window (in block order): its description, and the gathered inherited and scratch arms."""
-    arms: dict[str, dict[str, list[dict]]] = {}
+    arms: dict[str, dict[bool, list[dict]]] = {}
     windows: dict[str, dict] = {}
     for e in entries:
-        init, name = e["arm"].split(":", 1)
-        arms.setdefault(name, {}).setdefault(init, []).append(e)
+        inherited, name = split_arm(e["arm"])
+        arms.setdefault(name, {}).setdefault(inherited, []).append(e)
         windows[name] = e["window"]
     return {
         name: (
             w,
-            gather_entries(raw, arms[name].get("inherit", [])),
-            gather_entries(raw, arms[name].get("scratch", [])),
+            gather_entries(raw, arms[name].get(True, [])),
+            gather_entries(raw, arms[name].get(False, [])),
         )
         for name, w in sorted(windows.items(), key=lambda kv: kv[1]["start"])
     }
