@@ -428,6 +428,26 @@ def test_every_data_limit_exceeded_is_named_in_one_message(tmp_path):
     assert len(keys) == len(set(keys))  # one line per key
 
 
+def test_a_bad_value_and_a_data_limit_are_named_in_one_message(tmp_path):
+    """The config's problems and, where the data loads, the limits it exceeds: one rerun, not one per kind."""
+    from experiments.pipeline.runner import run_pipeline
+
+    with pytest.raises(ConfigError) as err:
+        run_pipeline(
+            compose(["collective.epochs=0", "target.ways=5", "target.validation.n_tasks=0"], tmp_path),
+            tmp_path,
+        )
+    assert str(err.value).splitlines() == [
+        "2 problems in the configuration:",
+        "  collective.epochs=0: must be an integer >= 1",
+        "  target.ways=5: the novel group has 4 classes; use at most 4",
+    ]
+    with pytest.raises(ConfigError) as err:  # no data to check against: the config's problems alone
+        run_pipeline(compose(["data=npz", "collective.epochs=0"], tmp_path), tmp_path)
+    assert str(err.value).startswith("2 problems") and "data.path is required" in str(err.value)
+    assert not list(tmp_path.iterdir())  # nothing written before the config holds
+
+
 def test_every_bad_value_of_the_per_key_rules_is_named_at_once(tmp_path):
     with pytest.raises(ConfigError) as err:
         check_config(compose(["collective.epochs=0", "individual.lr=-1", "criterion.k=0"], tmp_path))

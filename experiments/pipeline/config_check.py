@@ -14,7 +14,16 @@ from typing import Annotated, Literal
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.pipeline import run_files
-from experiments.pipeline.config_schema import all_problems, check_typed, check_value, fail, get, problem
+from experiments.pipeline.config_schema import (
+    all_problems,
+    check_typed,
+    check_value,
+    fail,
+    get,
+    one_error,
+    problem,
+    problem_lines,
+)
 from experiments.pipeline.plan import trainer_processes
 from learngene_core.bounds import Range
 from learngene_core.errors import ConfigError
@@ -281,6 +290,26 @@ def check_validation_limits(tcfg: DictConfig, groups: dict, train: dict, name: l
             fail("target.validation.queries", v.queries, f"{shots} shots + {v.queries} queries need "
                   f"{shots + v.queries} training images per class but {v.group} class {name[least]!r} has "
                   f"{train[least]}; use target.validation.queries <= {max(1, train[least] - shots)}")  # fmt: skip
+
+
+def with_data_limits(err: ConfigError, cfg: DictConfig) -> ConfigError:
+    """The config's problems (``err``) and, where the configured data loads, the data limits it exceeds too, in one
+    error: a new data set takes one rerun to learn everything, not one for the keys and one for the limits."""
+    from experiments.pipeline.objects import build
+
+    try:
+        image_set = build(cfg.data.source, "data.source")
+        check_data_limits(cfg, image_set)
+    except ConfigError as more:
+        if str(more) != str(err) and "data.source" not in str(
+            more
+        ):  # the limits, not the data failing to load
+            return one_error(list(dict.fromkeys(problem_lines(err) + problem_lines(more))))
+    except (
+        Exception
+    ):  # the data does not load with this config, or a bad value stops the limits: err says why
+        pass
+    return err
 
 
 def check_against_data(ctx) -> None:

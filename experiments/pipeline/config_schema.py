@@ -68,13 +68,27 @@ def all_problems() -> Iterator[None]:
             raise
     finally:
         _problems = outer
-    messages = [m for _, m in found]
+    if found:
+        raise one_error([m for _, m in found])
+
+
+def one_error(messages: list[str]) -> ConfigError:
+    """Problems as one ConfigError: a single line, or a count and one indented line each."""
     if len(messages) == 1:
-        raise ConfigError(messages[0])
-    if messages:
-        raise ConfigError(
-            f"{len(messages)} problems in the configuration:\n" + "\n".join(f"  {m}" for m in messages)
-        )
+        return ConfigError(messages[0])
+    return ConfigError(
+        f"{len(messages)} problems in the configuration:\n" + "\n".join(f"  {m}" for m in messages)
+    )
+
+
+def problem_lines(err: ConfigError) -> list[str]:
+    """:func:`one_error`'s inverse: the problems an error names."""
+    lines = str(err).splitlines()
+    return (
+        [line.strip() for line in lines[1:]]
+        if re.match(r"\d+ problems in the configuration:$", lines[0])
+        else [str(err)]
+    )
 
 
 def get(cfg: DictConfig, key: str, label: str | None = None) -> Any:

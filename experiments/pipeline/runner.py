@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.pipeline import STAGES
 from experiments.pipeline.collective import run_collective
-from experiments.pipeline.config_check import check_against_data, check_config
+from experiments.pipeline.config_check import check_against_data, check_config, with_data_limits
 from experiments.pipeline.console import route_logging_through_rich
 from experiments.pipeline.context import RunContext, is_wandb
 from experiments.pipeline.earlier_outputs import check_earlier_outputs
@@ -29,7 +29,7 @@ from experiments.pipeline.plan import describe, trainer_processes
 from experiments.pipeline.report import run_report, scalars
 from experiments.pipeline.run_files import read_json_file
 from experiments.pipeline.run_guard import RunInterrupted, RunLock, StopOnSignal, check_output_dir
-from learngene_core.errors import CheckpointError, LearngeneError
+from learngene_core.errors import CheckpointError, ConfigError, LearngeneError
 from learngene_core.utils import dist
 from learngene_core.utils.io import atomic_write_json
 
@@ -99,7 +99,10 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict | None:
     The run directory is locked for this process (rank 0) while it runs; SIGTERM and Ctrl-C end it with
     :class:`RunInterrupted` (what finished is saved; the same command resumes)."""
     out = set_output_dir(cfg, output_dir)
-    check_config(cfg)
+    try:
+        check_config(cfg)
+    except ConfigError as err:
+        raise with_data_limits(err, cfg) from None  # and the data limits, where the data loads
     check_output_dir(out)
     lock = RunLock(out) if dist.is_rank_zero() else contextlib.nullcontext()
     stage = {"name": "start"}
