@@ -448,6 +448,32 @@ def test_a_bad_value_and_a_data_limit_are_named_in_one_message(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written before the config holds
 
 
+def test_the_data_is_not_loaded_for_the_limits_with_bad_data_values_or_a_download(tmp_path, monkeypatch):
+    """A problem under data. (a size that would resize every image) or target. (limits from bad values): the
+    config's problems alone, the data untouched; a source that can download is asked not to."""
+    import experiments.pipeline.objects as objects
+    from experiments.pipeline.runner import run_pipeline
+    from learngene_core.errors import DataError
+
+    calls = []
+
+    def build(node, key, *args, **kwargs):
+        calls.append(kwargs)
+        raise DataError("no files here")
+
+    monkeypatch.setattr(objects, "build", build)
+    for bad in ("data.image_size=5000", "target.validation.group=base"):
+        with pytest.raises(ConfigError) as err:
+            run_pipeline(compose([bad, "collective.epochs=0", "target.ways=5"], tmp_path), tmp_path)
+        assert str(err.value).startswith("2 problems") and "target.ways=5" not in str(err.value)
+    assert calls == []
+    with pytest.raises(ConfigError, match=r"^collective.epochs=0: must be an integer >= 1$"):
+        run_pipeline(
+            compose(["data=cifar100", f"data.root={tmp_path}", "collective.epochs=0"], tmp_path), tmp_path
+        )
+    assert calls == [{"download": False}]
+
+
 def test_every_bad_value_of_the_per_key_rules_is_named_at_once(tmp_path):
     with pytest.raises(ConfigError) as err:
         check_config(compose(["collective.epochs=0", "individual.lr=-1", "criterion.k=0"], tmp_path))

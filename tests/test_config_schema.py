@@ -135,7 +135,9 @@ def test_the_shipped_configs_fit_the_schema_stored_in_the_config_store(overrides
 
     schema.data = OmegaConf.structured(Data)
     OmegaConf.set_struct(schema.data, False)  # a data source adds keys of its own (data.path, data.root, ...)
-    merged = OmegaConf.merge(schema, compose(overrides, tmp_path))
+    merged = OmegaConf.merge(
+        schema, compose(overrides, tmp_path, resolve=True)
+    )  # resolved: every value typed
     assert OmegaConf.get_type(merged.collective, "mode").__name__ == "Mode"
     with pytest.raises(Exception, match="epochz"):
         OmegaConf.merge(schema, compose([*overrides, "+collective.epochz=3"], tmp_path))
@@ -157,6 +159,30 @@ def test_a_value_a_builder_node_takes_from_another_key_is_named_by_that_key_once
                 compose([override, *(["data=cifar100"] if "download" in override else [])], tmp_path)
             )
         assert str(err.value) == line
+
+
+def test_statistic_modules_that_cannot_be_imported_are_named_together(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        check_config(compose(["criterion.modules=[no_such_stats_a,no_such_stats_b]"], tmp_path))
+    line = str(err.value).splitlines()[0 if "problems" not in str(err.value) else 1].strip()
+    assert line.startswith(
+        "criterion.modules=['no_such_stats_a', 'no_such_stats_b']: cannot import 'no_such_stats_a'"
+    )
+    assert "'no_such_stats_b' (ModuleNotFoundError" in line and "PYTHONPATH" in line
+
+
+def test_a_builder_node_made_by_a_resolver_is_still_checked_against_its_target(tmp_path):
+    """A node that only repeats another one (``joint_phases: ${.continual}``) is checked once, where it is written;
+    one a resolver makes is checked as itself."""
+    from omegaconf import open_dict
+
+    cfg = compose([], tmp_path)
+    with open_dict(cfg):
+        cfg.collective.datamodule.joint = (
+            "${oc.create:{_target_: datamodules.joint_stream.JointDataModule, _partial_: true, bogus: 1}}"
+        )
+    with pytest.raises(ConfigError, match=r"collective.datamodule.joint.bogus is not a parameter"):
+        check_config(cfg)
 
 
 def test_the_augmentation_is_built_from_its_target_and_its_values_checked(tmp_path):

@@ -27,6 +27,7 @@ from experiments.pipeline.config_schema import (
 from experiments.pipeline.plan import trainer_processes
 from learngene_core.bounds import Range
 from learngene_core.errors import ConfigError
+from learngene_core.utils import dist
 from learngene_core.utils.native_bf16 import cpu_has_bf16, why_not_native
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -293,21 +294,23 @@ def check_validation_limits(tcfg: DictConfig, groups: dict, train: dict, name: l
 
 
 def with_data_limits(err: ConfigError, cfg: DictConfig) -> ConfigError:
-    """The config's problems (``err``) and, where the configured data loads, the data limits it exceeds too, in one
-    error: a new data set takes one rerun to learn everything, not one for the keys and one for the limits."""
+    """The config's problems (``err``) and the data limits it exceeds too, in one error: a new data set takes one
+    rerun to learn everything, not one for the keys and one for the limits. Only where the data and the target
+    tasks are configured soundly (no problem under ``data.`` or ``target.``: the data would be loaded at a bad size,
+    or the limits computed from bad values), on rank 0, from files already there (no download)."""
     from experiments.pipeline.objects import build
 
+    lines = problem_lines(err)
+    if any(line.startswith(("data.", "target.")) for line in lines) or not dist.is_rank_zero():
+        return err
+    offline = {"download": False} if "download" in cfg.data.source else {}
     try:
-        image_set = build(cfg.data.source, "data.source")
+        image_set = build(cfg.data.source, "data.source", **offline)
         check_data_limits(cfg, image_set)
-    except ConfigError as more:
-        if str(more) != str(err) and "data.source" not in str(
-            more
-        ):  # the limits, not the data failing to load
-            return one_error(list(dict.fromkeys(problem_lines(err) + problem_lines(more))))
-    except (
-        Exception
-    ):  # the data does not load with this config, or a bad value stops the limits: err says why
+    except ConfigError as limits:
+        if "data.source" not in str(limits):  # the limits, not the data failing to load
+            return one_error(list(dict.fromkeys(lines + problem_lines(limits))))
+    except Exception:  # the data does not load from what is there, or a value stops the limits: err says why
         pass
     return err
 

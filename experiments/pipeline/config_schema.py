@@ -354,7 +354,11 @@ def check_targets(node: Any, key: str = "", supplied: dict[str, tuple] | None = 
             check_target_node(node, key, supplied.get(key, ()))
         for k in node:
             # a node that is another node (joint_phases: ${.continual}) is checked where that one is written
-            if k == "hydra" or OmegaConf.is_missing(node, k) or OmegaConf.is_interpolation(node, k):
+            if (
+                k == "hydra"
+                or OmegaConf.is_missing(node, k)
+                or _interpolated_key(node, key, str(k)) is not None
+            ):
                 continue
             try:
                 child = node[k]

@@ -20,7 +20,7 @@ JOINT_MODES = ("joint", "joint_phases")
 # the collective head: rows for the classes seen so far, or for every class of the stream from the start
 HEADS = ("growing", "fixed")
 # the groups validation tasks may draw their classes from: never the base (training) classes
-VALIDATION_GROUPS = tuple(g for g in GROUPS if g != "base")
+VALIDATION_GROUPS = tuple(sorted(set(GROUPS) - {"base"}))
 
 
 def trainer_processes(trainer: Mapping) -> int:

@@ -7,8 +7,8 @@ schema says only which keys exist and what a valid value is. :mod:`experiments.p
 composed config against it (every problem in one message, one line each); a ``_target_`` node (a stage-3
 method, a data source, the Trainer) is checked against its target's signature, typed the same way.
 
-Stored as ``schema/run``, so that OmegaConf's own structured merge can check the shipped
-YAML against the same types (tests/test_config_schema.py).
+Stored as ``schema/run``, so that OmegaConf's own structured merge can check the shipped YAML against the same
+types (tests/test_config_schema.py), with ``data`` opened to the source's own keys.
 """
 
 from dataclasses import dataclass
@@ -76,13 +76,19 @@ def statistic_modules(key: str, value: Any) -> None:
     name and options are checked against the registry, and before any stage records statistics)."""
     from learngene_core.criterion.registry import load_modules
 
+    if value is None:
+        return
     if not isinstance(value, ListConfig | list) or not all(isinstance(m, str) for m in value):
         _invalid(key, value, "must be a list of importable module names, e.g. [my_package.my_statistics]")
+    failed = []
     for name in value:
         try:
             load_modules([name])
         except Exception as err:
-            _invalid(key, list(value), f"{name!r} cannot be imported ({type(err).__name__}: {err})")
+            failed.append(f"{name!r} ({type(err).__name__}: {err})")
+    if failed:
+        _invalid(key, list(value), f"cannot import {', '.join(failed)}; a module of your own must be importable "
+                 "(e.g. PYTHONPATH=. python experiments/run.py ...)")  # fmt: skip
 
 
 def registered_statistic(key: str, value: Any) -> None:

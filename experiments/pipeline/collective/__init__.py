@@ -199,7 +199,7 @@ def resume_or_start(ctx: RunContext, seed: int) -> SeedRun:
 
 def run_task(ctx: RunContext, seed_run: SeedRun, t: int) -> None:
     """Task ``t``: seed its randomness from (collective seed, task), grow, fit, consolidate EWC, evaluate, and
-    record it (checkpoint, metrics, manifest, written atomically); ``run`` then holds the state after it."""
+    record it (checkpoint, metrics, manifest, written atomically); ``seed_run`` then holds the state after it."""
     s, dm, seed = ctx.collective, seed_run.dm, seed_run.seed
     device = ctx.device
     t0, cpu0 = time.perf_counter(), time.process_time()
