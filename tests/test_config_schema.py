@@ -161,6 +161,19 @@ def test_a_value_a_builder_node_takes_from_another_key_is_named_by_that_key_once
         assert str(err.value) == line
 
 
+def test_a_broken_reference_in_a_builder_node_is_named_once(tmp_path):
+    """A value of a _target_ node that does not resolve is named there; one that interpolates a missing value is
+    named only where that value is set (data.path, not also data.source.path)."""
+    for override, line in [
+        ("individual.datamodule.batch_size=${..nope}",
+         "individual.datamodule.batch_size cannot be resolved: Interpolation key 'nope' not found"),
+        ("data=npz", "data.path is required but not set; pass data.path=VALUE on the command line"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError) as err:
+            check_config(compose([override], tmp_path))
+        assert str(err.value) == line
+
+
 def test_statistic_modules_that_cannot_be_imported_are_named_together(tmp_path):
     with pytest.raises(ConfigError) as err:
         check_config(compose(["criterion.modules=[no_such_stats_a,no_such_stats_b]"], tmp_path))

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from experiments.pipeline.schema import Range, Run, Supplied
 from learngene_core.errors import ConfigError
@@ -91,16 +91,22 @@ def problem_lines(err: ConfigError) -> list[str]:
     )
 
 
+class MissingValue(ConfigError):
+    """A key that is required but not set (``???``), or a value that interpolates one: named where it is set."""
+
+
 def get(cfg: DictConfig, key: str, label: str | None = None) -> Any:
-    """``cfg``'s value at ``key``, resolved; a missing mandatory value or a broken interpolation is a ConfigError
-    naming ``label`` (default: ``key``)."""
+    """``cfg``'s value at ``key``, resolved; a missing mandatory value (:class:`MissingValue`) or a broken
+    interpolation is a ConfigError naming ``label`` (default: ``key``)."""
     label = label or key
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True)
     except MissingMandatoryValue:
-        raise ConfigError(
+        raise MissingValue(
             f"{label} is required but not set; pass {label}=VALUE on the command line"
         ) from None
+    except InterpolationToMissingValueError as err:
+        raise MissingValue(f"{label} cannot be resolved: {str(err).splitlines()[0]}") from None
     except Exception as err:  # interpolation errors
         raise ConfigError(f"{label} cannot be resolved: {str(err).splitlines()[0]}") from None
 
@@ -210,8 +216,8 @@ def check_node(node: DictConfig, key: str, hints: dict[str, Any], unknown: Calla
     """Every key of ``node`` one of ``hints`` (a schema's fields or a signature's parameters, or of
     ``allowed[key]``), every value valid for its annotation;
     nested dataclass fields are checked the same way. ``supplied`` collects the call-time arguments of builder
-    fields (``Annotated[Any, Supplied(...)]``). In a ``_target_`` node (``target``), a value that does not resolve
-    is left to the key it interpolates (reported there, not twice)."""
+    fields (``Annotated[Any, Supplied(...)]``). In a ``_target_`` node (``target``), a value that interpolates a
+    missing one is left to that key (reported there, not twice); any other that does not resolve is named here."""
     own = (allowed or {}).get(key, set()) - set(hints)  # e.g. a data source's own keys: typed by the source
     names = set(hints) | own
     for k in node:
@@ -235,7 +241,7 @@ def check_node(node: DictConfig, key: str, hints: dict[str, Any], unknown: Calla
         try:
             value = get(node, name, label=full)
         except ConfigError as err:
-            if not target:
+            if not target or not isinstance(err, MissingValue):  # a missing value is named where it is set
                 problem(full, str(err))
             continue
         meta = typing.get_args(hint)[1:] if typing.get_origin(hint) is typing.Annotated else ()
