@@ -306,11 +306,13 @@ def with_data_limits(err: ConfigError, cfg: DictConfig) -> ConfigError:
     offline = {"download": False} if "download" in cfg.data.source else {}
     try:
         image_set = build(cfg.data.source, "data.source", **offline)
+    except Exception:  # the data does not load from what is there: err alone
+        return err
+    try:
         check_data_limits(cfg, image_set)
     except ConfigError as limits:
-        if "data.source" not in str(limits):  # the limits, not the data failing to load
-            return one_error(list(dict.fromkeys(lines + problem_lines(limits))))
-    except Exception:  # the data does not load from what is there, or a value stops the limits: err says why
+        return one_error(list(dict.fromkeys(lines + problem_lines(limits))))
+    except Exception:  # a value the config check refused stops the limits: err says why
         pass
     return err
 

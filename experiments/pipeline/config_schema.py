@@ -73,22 +73,18 @@ def all_problems() -> Iterator[None]:
 
 
 def one_error(messages: list[str]) -> ConfigError:
-    """Problems as one ConfigError: a single line, or a count and one indented line each."""
-    if len(messages) == 1:
-        return ConfigError(messages[0])
-    return ConfigError(
-        f"{len(messages)} problems in the configuration:\n" + "\n".join(f"  {m}" for m in messages)
-    )
+    """Problems as one ConfigError: a single line, or a count and one indented line each. The error keeps the
+    list (``problems``), so that more can be added to it (:func:`problem_lines`)."""
+    text = messages[0] if len(messages) == 1 else (
+        f"{len(messages)} problems in the configuration:\n" + "\n".join(f"  {m}" for m in messages))  # fmt: skip
+    err = ConfigError(text)
+    err.problems = list(messages)
+    return err
 
 
 def problem_lines(err: ConfigError) -> list[str]:
-    """:func:`one_error`'s inverse: the problems an error names."""
-    lines = str(err).splitlines()
-    return (
-        [line.strip() for line in lines[1:]]
-        if re.match(r"\d+ problems in the configuration:$", lines[0])
-        else [str(err)]
-    )
+    """The problems an error names: those :func:`one_error` gathered, or the error's one message."""
+    return list(getattr(err, "problems", [str(err)]))
 
 
 class MissingValue(ConfigError):

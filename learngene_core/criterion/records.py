@@ -137,10 +137,9 @@ def task_matrix(
         counts[ti, li] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        if normalise == "first_task" and len(
-            out
-        ):  # each layer by its first recorded task (a block inserted by
-            recorded = ~np.isnan(out)  # deepening starts later than the others)
+        if normalise == "first_task" and len(out):
+            # each layer by its first recorded task (a block inserted by deepening starts later than the others)
+            recorded = ~np.isnan(out)
             first = out[recorded.argmax(0), np.arange(out.shape[1])]
             first = np.where(recorded.any(0) & (first != 0), first, np.nan)
             out = out / first

@@ -114,6 +114,7 @@ def get_statistic(name: str) -> Statistic:
     return STATISTICS[name]
 
 
+@functools.cache
 def load_builtin() -> None:
     """Import every module of this package (a module registers its statistics when imported): a new built-in
     statistic is a decorated function in any of them, or in a new module beside them."""
